@@ -1,0 +1,385 @@
+"""SSRF guard for every outbound request the service makes.
+
+Two layers, both driven by one :class:`OutboundPolicy`:
+
+* :meth:`OutboundPolicy.check_url` validates a URL before any traffic
+  (scheme, credentials, port, host spelling, allowlist, IP-literal ranges).
+* :func:`guarded_client` returns an ``httpx.Client`` whose network backend
+  resolves each host itself, refuses if *any* resolved address is forbidden
+  and then connects to the address it checked, so DNS rebinding between the
+  check and the connection cannot redirect traffic.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+import socket
+import time
+from dataclasses import dataclass, field
+from typing import Iterable, Union
+from urllib.parse import urlsplit
+
+import httpcore
+import httpx
+
+IPAddress = Union[ipaddress.IPv4Address, ipaddress.IPv6Address]
+IPNetwork = Union[ipaddress.IPv4Network, ipaddress.IPv6Network]
+
+ALLOWED_SCHEMES = ("http", "https")
+_DEFAULT_PORTS = {"http": 80, "https": 443}
+
+_LEGACY_IPV4 = re.compile(r"^(0x[0-9a-f]*|[0-9]+)(\.(0x[0-9a-f]*|[0-9]+)){0,3}$")
+_HOST_NAME = re.compile(r"^(?=.{1,253}$)[a-z0-9_-]+(\.[a-z0-9_-]+)*$")
+
+
+def _nets(*cidrs: str) -> tuple[IPNetwork, ...]:
+    return tuple(ipaddress.ip_network(c) for c in cidrs)
+
+
+_METADATA = _nets("169.254.169.254/32", "100.100.100.200/32", "fd00:ec2::254/128")
+
+# Checked in order: the first match names the reason.
+_FORBIDDEN: tuple[tuple[tuple[IPNetwork, ...], str], ...] = (
+    (_nets("0.0.0.0/8", "::/128"), "unspecified address"),
+    (_nets("127.0.0.0/8", "::1/128"), "loopback address"),
+    (_nets("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "fc00::/7", "fec0::/10"),
+     "private address"),
+    (_nets("169.254.0.0/16", "fe80::/10"), "link-local address"),
+    (_nets("100.64.0.0/10"), "shared address space (CGNAT)"),
+    (_nets("198.18.0.0/15", "2001:2::/48"), "benchmarking address"),
+    (_nets("192.0.2.0/24", "198.51.100.0/24", "203.0.113.0/24", "2001:db8::/32", "3fff::/20"),
+     "documentation address"),
+    (_nets("255.255.255.255/32"), "broadcast address"),
+    (_nets("224.0.0.0/4", "ff00::/8"), "multicast address"),
+    (_nets("192.0.0.0/24", "192.88.99.0/24", "240.0.0.0/4", "100::/64", "2001::/23",
+           "64:ff9b:1::/48"), "reserved address"),
+)
+
+_NAT64 = ipaddress.ip_network("64:ff9b::/96")
+_IPV4_COMPATIBLE = ipaddress.ip_network("::/96")
+_IPV4_TRANSLATED = ipaddress.ip_network("::ffff:0:0:0/96")
+
+
+class BlockedURL(Exception):
+    """An outbound URL or address refused by the policy; ``reason`` is for humans."""
+
+    def __init__(self, reason: str, target: str | None = None):
+        self.reason = reason
+        self.target = target
+        super().__init__(f"{reason}: {target}" if target else reason)
+
+
+@dataclass(frozen=True)
+class ParsedTarget:
+    """A URL that passed :meth:`OutboundPolicy.check_url`; ``ip`` is set for IP literals."""
+
+    url: str
+    scheme: str
+    host: str
+    port: int
+    ip: IPAddress | None
+
+
+def parse_ip_host(host: str) -> IPAddress | None:
+    """Return the address an IP-literal host denotes, or None for a host name.
+
+    Accepts every spelling resolvers accept (``2130706433``, ``0177.0.0.1``,
+    ``0x7f.1``, ``127.1``, bracketed IPv6, zone ids) so that the address we
+    check is the one ``getaddrinfo`` would produce. Raises BlockedURL for
+    numeric-looking hosts that are not valid addresses.
+    """
+    host = host.strip("[]").lower()
+    if host.endswith("."):
+        host = host[:-1]
+    if ":" in host:
+        return _parse_ipv6(host)
+    if not _LEGACY_IPV4.match(host):
+        return None
+    try:
+        return ipaddress.IPv4Address(socket.inet_aton(host))
+    except OSError:
+        raise BlockedURL("invalid IP address", host) from None
+
+
+def _parse_ipv6(host: str) -> ipaddress.IPv6Address:
+    address = re.split("%25|%", host, maxsplit=1)[0]
+    try:
+        return ipaddress.IPv6Address(address)
+    except ValueError:
+        raise BlockedURL("invalid IP address", host) from None
+
+
+def _embedded_ipv4(ip: ipaddress.IPv6Address) -> ipaddress.IPv4Address | None:
+    """The IPv4 address an IPv6 transition form routes to, if any."""
+    if ip.ipv4_mapped is not None:
+        return ip.ipv4_mapped
+    if ip.sixtofour is not None:
+        return ip.sixtofour
+    if ip in _NAT64 or ip in _IPV4_TRANSLATED or ip in _IPV4_COMPATIBLE:
+        return ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF)
+    return None
+
+
+def forbidden_reason(ip: IPAddress) -> str | None:
+    """Why ``ip`` is not a public unicast address, or None when it is."""
+    for networks, reason in _FORBIDDEN:
+        if any(ip in net for net in networks if net.version == ip.version):
+            return reason
+    if ip.version == 6:
+        embedded = _embedded_ipv4(ip)
+        if embedded is not None:
+            inner = forbidden_reason(embedded)
+            return f"{inner} (embedded in IPv6)" if inner else None
+    if ip.is_multicast:
+        return "multicast address"
+    if not ip.is_global or ip.is_private or ip.is_reserved:
+        return "non-public address"
+    return None
+
+
+def _is_metadata(ip: IPAddress) -> bool:
+    if ip.version == 6 and (embedded := _embedded_ipv4(ip)) is not None:
+        return _is_metadata(embedded)
+    return any(ip in net for net in _METADATA if net.version == ip.version)
+
+
+def _normalise_name(host: str) -> str:
+    """Lower-case, drop one trailing root dot, IDNA-encode."""
+    host = host.lower()
+    if host.endswith("."):
+        host = host[:-1]
+    if not host.isascii():
+        host = host.encode("idna").decode("ascii")
+    return host
+
+
+@dataclass(frozen=True)
+class OutboundPolicy:
+    """Which outbound destinations are allowed.
+
+    ``allowed_hosts`` entries are host names (exact, case-insensitive; a
+    leading "." matches subdomains only) or CIDR ranges. When it is
+    non-empty, a host must match a name entry, or be an address inside a
+    CIDR entry, before any DNS lookup happens. Cloud metadata addresses are
+    refused even with ``allow_private``: no deployment needs them and they
+    hand out credentials.
+    """
+
+    allow_private: bool = False
+    allowed_hosts: tuple[str, ...] = ()
+    _names: frozenset[str] = field(init=False, repr=False, compare=False)
+    _suffixes: tuple[str, ...] = field(init=False, repr=False, compare=False)
+    _networks: tuple[IPNetwork, ...] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        entries = tuple(self.allowed_hosts)
+        names, suffixes, networks = set(), [], []
+        for entry in entries:
+            network = _as_network(entry)
+            if network is not None:
+                networks.append(network)
+            elif entry.startswith("."):
+                suffixes.append("." + _normalise_name(entry.lstrip(".")))
+            else:
+                names.add(_normalise_name(entry))
+        object.__setattr__(self, "allowed_hosts", entries)
+        object.__setattr__(self, "_names", frozenset(names))
+        object.__setattr__(self, "_suffixes", tuple(suffixes))
+        object.__setattr__(self, "_networks", tuple(networks))
+
+    def check_url(self, url: str) -> ParsedTarget:
+        """Validate ``url`` without any network access; raise BlockedURL if refused."""
+        parsed = _parse_url(url)
+        scheme = parsed.scheme
+        if scheme not in ALLOWED_SCHEMES:
+            raise BlockedURL(f"scheme not allowed ({scheme or 'none'})", url)
+        if parsed.userinfo or "@" in _netloc(url):
+            raise BlockedURL("credentials in URL")
+        host = parsed.raw_host.decode("ascii")
+        if not host:
+            raise BlockedURL("missing host", url)
+        port = parsed.port if parsed.port is not None else _DEFAULT_PORTS[scheme]
+        if not 1 <= port <= 65535:
+            raise BlockedURL("invalid port", url)
+        name, ip = self.check_host(host)
+        if ip is None and not self.allow_private and _is_localhost(name):
+            raise BlockedURL("loopback address", name)
+        return ParsedTarget(url=url, scheme=scheme, host=str(ip) if ip else name, port=port, ip=ip)
+
+    def check_host(self, host: str) -> tuple[str, IPAddress | None]:
+        """Check a host before resolving it: spelling, allowlist, IP literal ranges.
+
+        Returns the normalised name and, for IP literals, the address.
+        """
+        ip = parse_ip_host(host)
+        if ip is not None:
+            self.check_ip(ip)
+            return str(ip), ip
+        name = _normalise_name(host)
+        if not _HOST_NAME.match(name):
+            raise BlockedURL("invalid host", host)
+        if self.allowed_hosts and not self.name_allowed(name):
+            raise BlockedURL("host not in allowed_hosts", name)
+        return name, None
+
+    def check_ip(self, ip: str | IPAddress, *, host: str | None = None) -> None:
+        """Refuse an address the service must not connect to.
+
+        ``host`` is the name the address was resolved from: when it matches a
+        name entry of ``allowed_hosts`` the CIDR entries do not apply to it.
+        """
+        address = ip if isinstance(ip, (ipaddress.IPv4Address, ipaddress.IPv6Address)) else parse_ip_host(str(ip))
+        if address is None:
+            raise BlockedURL("invalid IP address", str(ip))
+        if _is_metadata(address):
+            raise BlockedURL("cloud metadata address", str(address))
+        if not self.allow_private:
+            reason = forbidden_reason(address)
+            if reason:
+                raise BlockedURL(reason, str(address))
+        if self.allowed_hosts and not (host and self.name_allowed(host)) and not self._ip_allowed(address):
+            raise BlockedURL("address not in allowed_hosts", str(address))
+
+    def name_allowed(self, host: str) -> bool:
+        name = _normalise_name(host)
+        return name in self._names or any(name.endswith(s) for s in self._suffixes)
+
+    def _ip_allowed(self, ip: IPAddress) -> bool:
+        if ip.version == 6 and ip.ipv4_mapped is not None:
+            ip = ip.ipv4_mapped
+        return any(ip in net for net in self._networks if net.version == ip.version)
+
+
+def _is_localhost(name: str) -> bool:
+    """RFC 6761: these names always mean loopback, so refuse them without resolving."""
+    return name == "localhost" or name.endswith(".localhost")
+
+
+def _as_network(entry: str) -> IPNetwork | None:
+    try:
+        return ipaddress.ip_network(entry.strip("[]"), strict=False)
+    except ValueError:
+        return None
+
+
+def _parse_url(url: str) -> httpx.URL:
+    """Parse with httpx's own parser so the host checked is the host httpx connects to."""
+    if not isinstance(url, str) or not url:
+        raise BlockedURL("invalid URL", repr(url))
+    try:
+        return httpx.URL(url)
+    except (httpx.InvalidURL, UnicodeError, ValueError):
+        raise BlockedURL("invalid URL", url) from None
+
+
+def _netloc(url: str) -> str:
+    try:
+        return urlsplit(url).netloc
+    except ValueError:
+        raise BlockedURL("invalid URL", url) from None
+
+
+def resolve(policy: OutboundPolicy, host: str, port: int) -> list[IPAddress]:
+    """Resolve ``host`` and return its addresses, refusing if any one is forbidden.
+
+    Refusing on *any* bad address (not just skipping it) defeats DNS answers
+    that mix a public decoy with an internal target.
+    """
+    policy.check_host(host)
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except socket.gaierror as exc:
+        raise httpcore.ConnectError(f"DNS lookup failed for {host}: {exc}") from exc
+    addresses = list(dict.fromkeys(ipaddress.ip_address(info[4][0]) for info in infos))
+    if not addresses:
+        raise httpcore.ConnectError(f"DNS lookup returned no address for {host}")
+    for address in addresses:
+        policy.check_ip(address, host=host)
+    return addresses
+
+
+class GuardedNetworkBackend(httpcore.SyncBackend):
+    """httpcore backend that connects only to addresses the policy accepted."""
+
+    def __init__(self, policy: OutboundPolicy):
+        self.policy = policy
+
+    def connect_tcp(
+        self,
+        host: str,
+        port: int,
+        timeout: float | None = None,
+        local_address: str | None = None,
+        socket_options: Iterable | None = None,
+    ) -> httpcore.NetworkStream:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        last_error: Exception | None = None
+        for address in resolve(self.policy, host, port):
+            remaining = None if deadline is None else deadline - time.monotonic()
+            if remaining is not None and remaining <= 0:
+                break
+            try:
+                return super().connect_tcp(str(address), port, remaining, local_address, socket_options)
+            except (httpcore.ConnectError, httpcore.ConnectTimeout) as exc:
+                last_error = exc
+        raise last_error or httpcore.ConnectTimeout(f"timed out connecting to {host}")
+
+
+class GuardedTransport(httpx.HTTPTransport):
+    """``httpx.HTTPTransport`` whose connection pool uses the guarded backend."""
+
+    def __init__(
+        self,
+        policy: OutboundPolicy,
+        *,
+        verify: bool = True,
+        limits: httpx.Limits = httpx.Limits(),
+        retries: int = 0,
+    ):
+        ssl_context = httpx.create_ssl_context(verify=verify, trust_env=False)
+        super().__init__(verify=ssl_context, trust_env=False, limits=limits, retries=retries)
+        self._pool.close()
+        self._pool = httpcore.ConnectionPool(
+            ssl_context=ssl_context,
+            max_connections=limits.max_connections,
+            max_keepalive_connections=limits.max_keepalive_connections,
+            keepalive_expiry=limits.keepalive_expiry,
+            retries=retries,
+            network_backend=GuardedNetworkBackend(policy),
+        )
+
+
+def guarded_client(policy: OutboundPolicy, timeout: float, max_connections: int = 100) -> httpx.Client:
+    """An ``httpx.Client`` that never follows redirects and only reaches allowed addresses.
+
+    Callers that follow redirects themselves must run :meth:`OutboundPolicy.check_url`
+    on every hop; the transport re-checks the connection regardless.
+    Requests may raise :class:`BlockedURL` as well as ``httpx.HTTPError``.
+    """
+    limits = httpx.Limits(
+        max_connections=max_connections,
+        max_keepalive_connections=min(max_connections, 20),
+    )
+    return httpx.Client(
+        transport=GuardedTransport(policy, limits=limits),
+        timeout=timeout,
+        follow_redirects=False,
+        trust_env=False,
+    )
+
+
+def blocked_reason(exc: BaseException | None) -> str | None:
+    """The reason of a BlockedURL anywhere in ``exc``'s cause/context chain."""
+    seen: set[int] = set()
+    while exc is not None and id(exc) not in seen:
+        if isinstance(exc, BlockedURL):
+            return exc.reason
+        seen.add(id(exc))
+        exc = exc.__cause__ or exc.__context__
+    return None
+
+
+def is_blocked_error(exc: BaseException | None) -> bool:
+    """True when ``exc`` is, or was caused by, an SSRF refusal."""
+    return blocked_reason(exc) is not None
