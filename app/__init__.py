@@ -1,0 +1,47 @@
+"""Flask app factory: settings, runtime, blueprints, error handlers, request ids."""
+from __future__ import annotations
+
+import logging
+from typing import Any, Mapping
+
+from flask import Flask
+
+from app.config import VERSION, Settings
+
+
+def create_app(test_config: Mapping[str, Any] | Settings | None = None, *, start_worker: bool | None = None) -> Flask:
+    """Build the app. ``test_config`` is a Settings object or a mapping of environment-style overrides."""
+    from app import api, errors, health, logs, web
+    from app.runtime import Runtime
+
+    if isinstance(test_config, Settings):
+        settings = test_config
+    else:
+        import os
+
+        env = dict(os.environ)
+        env.update({k: str(v) for k, v in (test_config or {}).items()})
+        settings = Settings.from_env(env)
+
+    logs.configure(settings.log_level, settings.log_format)
+    app = Flask(__name__, template_folder="../templates", instance_path=settings.instance_path)
+    app.config.update(
+        SECRET_KEY=settings.session_secret or None,
+        MAX_CONTENT_LENGTH=settings.max_content_length,
+        JSON_SORT_KEYS=False,
+        TESTING=settings.testing,
+    )
+    app.json.sort_keys = False
+    app.json.ensure_ascii = False
+    runtime = Runtime(settings)
+    app.extensions["genservice"] = runtime
+    logs.init_app(app)
+    errors.register_error_handlers(app)
+    api.init_app(app)
+    health.init_app(app)
+    web.init_app(app)
+    if start_worker if start_worker is not None else settings.worker_enabled:
+        runtime.start_worker()
+    logging.getLogger(__name__).info("generation service %s ready (database %s, OpenAI: %s)", VERSION,
+                                     runtime.db.safe_url, runtime.openai_mode)
+    return app

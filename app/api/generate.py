@@ -1,0 +1,56 @@
+"""POST /generate-descriptions (one lot answered now, several become a job) and image checks."""
+from __future__ import annotations
+
+from flask import jsonify, request
+
+from app import auth
+from app.api import bp, read_json_object, runtime
+from app.schemas import parse_generate, parse_url_list, require_lots_list
+from services import jobs
+from services.clock import iso, utcnow
+from services.images import required_images
+
+MAX_VALIDATION_URLS = 50
+
+
+@bp.post("/generate-descriptions")
+def generate_descriptions():
+    rt = runtime()
+    s = rt.settings
+    body = read_json_object()
+    auth.require_lots_signature(body, require_lots_list(body))
+    req = parse_generate(body, max_batch_size=s.max_batch_size, max_sync_images=s.max_sync_images,
+                         max_images_per_lot=s.max_images_per_lot, max_languages=s.max_languages)
+    if req.is_batch:
+        job = jobs.create_job(rt.db, req, s, metrics=rt.metrics)
+        if rt.worker is not None:
+            rt.worker.wake()
+        return jsonify(jobs.accepted_view(job)), 201
+    lot = req.lots[0]
+    with rt.metrics.duration.labels(mode="sync").time():
+        described = rt.generator.describe(lot.lot_id, lot.image_urls, lot.additional_info, req.languages)
+    rt.metrics.requests.labels(mode="sync").inc()
+    return jsonify({
+        "version": req.version,
+        "processing_mode": "synchronous",
+        "total_lots": 1,
+        "processed_at": iso(utcnow()),
+        "lots": [described.as_dict(req.languages)],
+    })
+
+
+@bp.post("/test-image-validation")
+def test_image_validation():
+    auth.require_header_signature(request.get_data(cache=True))
+    urls = parse_url_list(read_json_object(), MAX_VALIDATION_URLS)
+    rt = runtime()
+    result = rt.images.check_many(urls)
+    needed = required_images(len(urls), rt.settings.image_min_ratio)
+    return jsonify({
+        "valid_urls": result.valid_urls,
+        "unreachable_urls": result.missing_urls,
+        "threshold_met": len(result.valid_urls) >= needed,
+        "required_valid": needed,
+        "checks": [{"url": c.url, "ok": c.ok, "reason": c.reason, "status_code": c.status_code,
+                    "content_type": c.content_type, "size": c.size} for c in result.checks],
+    })

@@ -1,0 +1,86 @@
+"""Polling API: status, results, download, list, cancel. Each signed with X-Signature."""
+from __future__ import annotations
+
+from flask import Response, jsonify, request, stream_with_context
+
+from app import auth
+from app.api import bp, runtime
+from services import jobs, results, webhooks
+from services.clock import iso
+from services.errors import ServiceError
+
+
+def _signed_job(job_id: str):
+    auth.require_header_signature(job_id)
+    return jobs.get_job(runtime().db, job_id)
+
+
+@bp.get("/batch-status/<job_id>")
+def batch_status(job_id: str):
+    return jsonify(jobs.status_view(_signed_job(job_id)))
+
+
+def _not_ready(job) -> Response:
+    body = {
+        "error": "Job not completed",
+        "status": job.status,
+        "progress": {"completion_percentage": jobs.completion_percentage(job),
+                     "estimated_completion": iso(job.estimated_completion),
+                     "processed_lots": job.processed_lots, "failed_lots": job.failed_lots,
+                     "total_lots": job.total_lots},
+        "message": f"Job is currently {job.status}. Results will be available when status is 'completed'.",
+        "code": "JOB_NOT_COMPLETED",
+    }
+    return jsonify(body), 202
+
+
+def _ended_without_results(job) -> ServiceError:
+    return ServiceError(409, f"JOB_{job.status.upper()}",
+                        f"Job {job.status}: {job.error_message or 'no reason recorded'}. "
+                        "Lots finished before that can be read from the download endpoint.",
+                        {"processing_summary": results.summary(job)}, error=f"Job {job.status}",
+                        extra={"status": job.status, "error_message": job.error_message})
+
+
+def _stream(job, download: bool) -> Response:
+    body = stream_with_context(results.iter_results_json(runtime().db, job))
+    response = Response(body, mimetype="application/json")
+    if download:
+        response.headers["Content-Disposition"] = f'attachment; filename="batch_results_{job.id}.json"'
+    return response
+
+
+@bp.get("/batch-results/<job_id>")
+def batch_results(job_id: str):
+    job = _signed_job(job_id)
+    if job.is_active:
+        return _not_ready(job)
+    if job.status != "completed":
+        raise _ended_without_results(job)
+    return _stream(job, download=False)
+
+
+@bp.get("/batch-results/<job_id>/download")
+def batch_results_download(job_id: str):
+    job = _signed_job(job_id)
+    if job.is_active:
+        return _not_ready(job)
+    return _stream(job, download=True)
+
+
+@bp.get("/batch-jobs")
+def batch_jobs():
+    auth.require_header_signature(request.query_string)
+    filters = jobs.parse_list_filters(request.args)
+    return jsonify(jobs.list_jobs(runtime().db, **filters))
+
+
+@bp.post("/batch-jobs/<job_id>/cancel")
+def cancel(job_id: str):
+    auth.require_header_signature(job_id)
+    rt = runtime()
+    answer = jobs.cancel_job(rt.db, job_id, on_final=webhooks.final_hook(rt.settings))
+    rt.metrics.jobs.labels(status="cancelled").inc()
+    if rt.worker is not None:
+        rt.worker.wake()
+    return jsonify(answer)

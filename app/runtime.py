@@ -1,0 +1,91 @@
+"""Everything the service runs on, built once per process from Settings.
+
+The web app, the background worker and the CLI all hold the same Runtime, so the routes, the
+worker and a command call the very same service objects.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import uuid
+
+from app.config import Settings
+from services.metrics import Metrics
+from database import Database, normalize_url
+from database.migrate import upgrade
+from services.generation import Generator
+from services.images import ImageChecker
+from services.netguard import OutboundPolicy
+from services.openai_client import ModelSettings, OpenAIGateway, make_client
+
+log = logging.getLogger(__name__)
+
+SANDBOX_KEY = "sandbox-key"
+
+
+class Runtime:
+    def __init__(self, settings: Settings, migrate: bool = True):
+        self.settings = settings
+        self.instance_id = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
+        self.metrics = Metrics()
+        self.db = Database(normalize_url(settings.database_url, settings.instance_path))
+        if migrate:
+            upgrade(self.db)
+        self.sandbox = None
+        self.openai_base_url = settings.openai_base_url
+        if settings.uses_sandbox and not settings.openai_base_url:
+            self.sandbox = self._start_sandbox()
+            self.openai_base_url = self.sandbox.url
+        self.ai = OpenAIGateway(
+            make_client(settings.openai_api_key or SANDBOX_KEY, self.openai_base_url, settings.openai_timeout,
+                        settings.openai_max_retries),
+            ModelSettings(settings.openai_model_vision, settings.openai_model_translation,
+                          settings.openai_reasoning_effort, settings.openai_max_tokens, settings.openai_temperature),
+            on_error=self.metrics.openai_error,
+        )
+        self.policy = OutboundPolicy(allow_private=settings.allow_private_urls,
+                                     allowed_hosts=settings.outbound_allowed_hosts)
+        self.images = ImageChecker(self.policy, timeout=settings.image_timeout, max_bytes=settings.image_max_bytes,
+                                   concurrency=settings.image_check_concurrency)
+        self.generator = Generator(self.images, self.ai, min_ratio=settings.image_min_ratio)
+        self.worker = None
+
+    @property
+    def openai_mode(self) -> str:
+        if self.sandbox is not None:
+            return "sandbox (in-process)"
+        if not self.settings.openai_api_key:
+            return "sandbox (external)"
+        return "openai"
+
+    def _start_sandbox(self):
+        from services.sandbox import SandboxConfig, SandboxServer
+
+        s = self.settings
+        config = SandboxConfig(vision_latency=s.sandbox_vision_latency, text_latency=s.sandbox_text_latency,
+                               batch_validating_seconds=s.sandbox_batch_seconds / 5,
+                               batch_in_progress_seconds=s.sandbox_batch_seconds * 3 / 5,
+                               batch_finalizing_seconds=s.sandbox_batch_seconds / 5)
+        server = SandboxServer(config=config, host="127.0.0.1", port=0)
+        server.start()
+        log.warning("OPENAI_API_KEY is not set: using the built-in OpenAI sandbox at %s", server.url)
+        return server
+
+    def start_worker(self) -> None:
+        """Start this process's background worker once (safe to call again, e.g. after a fork)."""
+        from workers.loop import Worker
+
+        if self.worker is not None and self.worker.alive and self.worker.pid == os.getpid():
+            return
+        self.worker = Worker(self)
+        self.worker.start()
+
+    def close(self) -> None:
+        if self.worker is not None:
+            self.worker.stop()
+        self.generator.close()
+        self.images.close()
+        if self.sandbox is not None:
+            self.sandbox.stop()
+        self.db.dispose()

@@ -1,0 +1,28 @@
+"""HTML pages: the home page (what the service does, live health)."""
+from __future__ import annotations
+
+from flask import Blueprint, Flask, render_template
+
+from app.config import VERSION
+
+bp = Blueprint("web", __name__)
+
+
+@bp.get("/")
+def home():
+    return render_template("home.html", version=VERSION)
+
+
+def init_app(app: Flask) -> None:
+    app.register_blueprint(bp)
+
+    @app.after_request
+    def security_headers(response):
+        if response.mimetype == "text/html":
+            response.headers.setdefault("X-Content-Type-Options", "nosniff")
+            response.headers.setdefault("X-Frame-Options", "DENY")
+            response.headers.setdefault("Referrer-Policy", "no-referrer")
+            response.headers.setdefault("Content-Security-Policy",
+                                        "default-src 'self'; img-src 'self' data:; style-src 'self' 'unsafe-inline'; "
+                                        "script-src 'self' 'unsafe-inline'; frame-ancestors 'none'")
+        return response

@@ -1,0 +1,96 @@
+"""A batch job and its lots: what the client sent and where each lot stands."""
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import BigInteger, Boolean, ForeignKey, Index, Integer, String, Text, UniqueConstraint
+from sqlalchemy.orm import Mapped, mapped_column
+
+from database.models.base import Base, JSONType, UTCDateTime, utcnow
+
+JOB_ACTIVE = ("pending", "processing", "translating")
+JOB_FINAL = ("completed", "failed", "cancelled")
+JOB_STATUSES = JOB_ACTIVE + JOB_FINAL
+
+
+class BatchJob(Base):
+    __tablename__ = "batch_jobs"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    status: Mapped[str] = mapped_column(String(16), default="pending", index=True)
+    # where the state machine stands: queued, images, vision, translation, finalizing, done
+    stage: Mapped[str] = mapped_column(String(24), default="queued")
+    strategy: Mapped[str] = mapped_column(String(16), default="openai_batch")
+    version: Mapped[str] = mapped_column(String(32), default="1.0.0")
+    languages: Mapped[list] = mapped_column(JSONType)
+    total_lots: Mapped[int] = mapped_column(Integer)
+    processed_lots: Mapped[int] = mapped_column(Integer, default=0)
+    failed_lots: Mapped[int] = mapped_column(Integer, default=0)
+    translated_lots: Mapped[int] = mapped_column(Integer, default=0)
+    total_images: Mapped[int] = mapped_column(Integer, default=0)
+    total_images_processed: Mapped[int] = mapped_column(Integer, default=0)
+    webhook_configured: Mapped[bool] = mapped_column(Boolean, default=False)
+    openai_vision_batch_id: Mapped[str | None] = mapped_column(String(64))
+    openai_translation_batch_id: Mapped[str | None] = mapped_column(String(64))
+    input_tokens: Mapped[int] = mapped_column(BigInteger, default=0)
+    output_tokens: Mapped[int] = mapped_column(BigInteger, default=0)
+    error_message: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, index=True)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
+    started_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    completed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    cancelled_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    estimated_completion: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    deadline_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    # worker bookkeeping: when to look again, and who holds the job now
+    next_run_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    lease_owner: Mapped[str | None] = mapped_column(String(64))
+    lease_expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+    __table_args__ = (Index("ix_batch_jobs_due", "status", "next_run_at"),)
+
+    @property
+    def is_active(self) -> bool:
+        return self.status in JOB_ACTIVE
+
+    @property
+    def total_tokens(self) -> int:
+        return (self.input_tokens or 0) + (self.output_tokens or 0)
+
+
+LOT_STATUSES = ("pending", "ready", "described", "completed", "failed")
+
+
+class BatchLot(Base):
+    __tablename__ = "batch_lots"
+
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True)
+    job_id: Mapped[str] = mapped_column(ForeignKey("batch_jobs.id", ondelete="CASCADE"))
+    seq: Mapped[int] = mapped_column(Integer)
+    lot_id: Mapped[str] = mapped_column(String(128))
+    additional_info: Mapped[str | None] = mapped_column(Text)
+    image_urls: Mapped[list] = mapped_column(JSONType)
+    webhook_url: Mapped[str | None] = mapped_column(Text)
+    # pending -> ready (images checked) -> described (English written) -> completed | failed
+    status: Mapped[str] = mapped_column(String(16), default="pending")
+    usable_images: Mapped[list | None] = mapped_column(JSONType)
+    missing_images: Mapped[list | None] = mapped_column(JSONType)
+    processed_images: Mapped[int] = mapped_column(Integer, default=0)
+    description_en: Mapped[str | None] = mapped_column(Text)
+    findings: Mapped[dict | None] = mapped_column(JSONType)
+    vision_shard: Mapped[int | None] = mapped_column(Integer)
+    vision_attempts: Mapped[int] = mapped_column(Integer, default=0)
+    translation_shard: Mapped[int | None] = mapped_column(Integer)
+    translation_attempts: Mapped[int] = mapped_column(Integer, default=0)
+    error_message: Mapped[str | None] = mapped_column(Text)
+    processed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+    __table_args__ = (
+        UniqueConstraint("job_id", "seq"),
+        UniqueConstraint("job_id", "lot_id"),
+        Index("ix_batch_lots_job_status", "job_id", "status"),
+    )
+
+    @property
+    def custom_id(self) -> str:
+        return f"lot-{self.seq}"

@@ -1,0 +1,1 @@
+"""The work itself, free of Flask: OpenAI, prompts, images, generation, batches, webhooks, sandbox."""

@@ -1,0 +1,298 @@
+"""Batch jobs as the API sees them: accept, describe progress, list, cancel.
+
+Accepting a job does no network I/O: the lots are written in bulk and the worker does the rest.
+Every view reads the counters on the job row, so a status call costs the same for 2 lots or 50,000.
+"""
+from __future__ import annotations
+
+import json
+import uuid
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import func, insert, select, update
+from sqlalchemy.orm import Session
+
+from database import Database
+from database.models import JOB_ACTIVE, JOB_STATUSES, BatchJob, BatchLot
+from services.clock import iso, parse_iso, utcnow
+from services.errors import ServiceError
+from services.lots import GenerateRequest
+
+STAGE_NAMES = {
+    "queued": "queued",
+    "images": "image_validation",
+    "vision": "vision_analysis",
+    "translation": "translation",
+    "finalizing": "finalizing",
+    "done": "done",
+}
+
+
+def choose_strategy(configured: str, total_lots: int, direct_max_lots: int) -> str:
+    if configured == "auto":
+        return "direct" if total_lots <= direct_max_lots else "openai_batch"
+    return configured
+
+
+def initial_estimate(now: datetime, strategy: str, total_lots: int, direct_concurrency: int) -> datetime:
+    """A first guess, refined by the worker from real progress."""
+    if strategy == "direct":
+        return now + timedelta(seconds=30 + 15 * total_lots / max(1, direct_concurrency))
+    return now + timedelta(minutes=60 + total_lots // 1000 * 5)
+
+
+def queued_lots(session: Session) -> int:
+    remaining = BatchJob.total_lots - BatchJob.processed_lots - BatchJob.failed_lots
+    value = session.scalar(select(func.coalesce(func.sum(remaining), 0)).where(BatchJob.status.in_(JOB_ACTIVE)))
+    return int(value or 0)
+
+
+def create_job(db: Database, req: GenerateRequest, settings, metrics=None) -> BatchJob:
+    now = utcnow()
+    strategy = choose_strategy(settings.batch_strategy, len(req.lots), settings.direct_max_lots)
+    job = BatchJob(
+        id=str(uuid.uuid4()), status="pending", stage="queued", strategy=strategy, version=req.version,
+        languages=req.languages, total_lots=len(req.lots), processed_lots=0, failed_lots=0, translated_lots=0,
+        total_images=sum(len(lot.image_urls) for lot in req.lots), total_images_processed=0,
+        webhook_configured=any(lot.webhook for lot in req.lots), input_tokens=0, output_tokens=0,
+        created_at=now, updated_at=now, next_run_at=now,
+        estimated_completion=initial_estimate(now, strategy, len(req.lots), settings.direct_concurrency),
+        deadline_at=now + timedelta(hours=settings.job_deadline_hours + settings.job_deadline_margin_hours),
+    )
+    with db.transaction() as session:
+        if queued_lots(session) + len(req.lots) > settings.max_queued_lots:
+            raise ServiceError(503, "QUEUE_FULL", "The service has too much queued work to finish this job in time; "
+                               "retry later", {"max_queued_lots": settings.max_queued_lots}, retry_after=300)
+        session.add(job)
+        session.flush()
+        _insert_lots(session, job.id, req)
+    if metrics is not None:
+        metrics.requests.labels(mode="batch").inc()
+        metrics.jobs.labels(status="pending").inc()
+        metrics.db("create", 1 + len(req.lots))
+    return job
+
+
+LOT_COLUMNS = ("job_id", "seq", "lot_id", "additional_info", "image_urls", "webhook_url", "status",
+               "processed_images", "vision_attempts", "translation_attempts")
+
+
+def _insert_lots(session: Session, job_id: str, req: GenerateRequest) -> None:
+    rows = ((job_id, seq, lot.lot_id, lot.additional_info, lot.image_urls, lot.webhook, "pending", 0, 0, 0)
+            for seq, lot in enumerate(req.lots))
+    connection = session.connection()
+    if connection.dialect.name == "postgresql":
+        # COPY is several times faster than multi-row INSERT for 50,000 lots
+        raw = connection.connection.driver_connection
+        with raw.cursor() as cursor:
+            with cursor.copy(f"COPY batch_lots ({', '.join(LOT_COLUMNS)}) FROM STDIN") as copy:
+                for row in rows:
+                    copy.write_row(row[:4] + (json.dumps(row[4]),) + row[5:])
+        return
+    session.execute(insert(BatchLot), [dict(zip(LOT_COLUMNS, row)) for row in rows])
+
+
+# ---- views -------------------------------------------------------------------------------------
+
+def completion_percentage(job: BatchJob) -> float:
+    if job.status == "completed":
+        return 100.0
+    if not job.total_lots:
+        return 0.0
+    needs_translation = any(not code.startswith("en") for code in job.languages or [])
+    units = job.total_lots * (2 if needs_translation else 1)
+    done = job.processed_lots + job.failed_lots
+    if needs_translation:
+        done += job.translated_lots + job.failed_lots
+    return round(min(100.0, 100.0 * done / units), 1)
+
+
+def token_usage(job: BatchJob) -> dict[str, int]:
+    return {"input_tokens": job.input_tokens, "output_tokens": job.output_tokens, "total_tokens": job.total_tokens}
+
+
+def accepted_view(job: BatchJob) -> dict[str, Any]:
+    return {
+        "job_id": job.id,
+        "status": "accepted",
+        "created_at": iso(job.created_at),
+        "total_lots": job.total_lots,
+        "languages": job.languages,
+        "estimated_completion": iso(job.estimated_completion),
+        "processing_mode": "batch",
+        "webhook_configured": job.webhook_configured,
+    }
+
+
+def progress_view(job: BatchJob) -> dict[str, Any]:
+    return {
+        "total_lots": job.total_lots,
+        "processed_lots": job.processed_lots,
+        "failed_lots": job.failed_lots,
+        "completion_percentage": completion_percentage(job),
+        "estimated_completion": iso(job.estimated_completion) if job.is_active else iso(job.completed_at),
+    }
+
+
+def current_stage(job: BatchJob) -> str:
+    if job.stage == "done" or not job.is_active:
+        return job.status
+    return STAGE_NAMES.get(job.stage, job.stage)
+
+
+def status_view(job: BatchJob) -> dict[str, Any]:
+    return {
+        "job_id": job.id,
+        "status": job.status,
+        "created_at": iso(job.created_at),
+        "updated_at": iso(job.updated_at),
+        "completed_at": iso(job.completed_at),
+        "cancelled_at": iso(job.cancelled_at),
+        "progress": progress_view(job),
+        "languages": job.languages,
+        "processing_details": {
+            "openai_vision_batch_id": job.openai_vision_batch_id,
+            "openai_translation_batch_id": job.openai_translation_batch_id,
+            "current_stage": current_stage(job),
+            "strategy": job.strategy,
+            "total_images": job.total_images,
+            "total_images_processed": job.total_images_processed,
+            "token_usage": token_usage(job),
+        },
+        "error_message": job.error_message,
+        "webhook_configured": job.webhook_configured,
+        # the v1 document had these at the top level; both places keep both kinds of client working
+        "openai_vision_batch_id": job.openai_vision_batch_id,
+        "openai_translation_batch_id": job.openai_translation_batch_id,
+        "token_usage": token_usage(job),
+    }
+
+
+def list_item_view(job: BatchJob) -> dict[str, Any]:
+    progress = progress_view(job)
+    return {
+        "id": job.id,
+        "job_id": job.id,
+        "status": job.status,
+        "created_at": iso(job.created_at),
+        "updated_at": iso(job.updated_at),
+        "total_lots": job.total_lots,
+        "processed_lots": job.processed_lots,
+        "failed_lots": job.failed_lots,
+        "languages": job.languages,
+        "progress": progress,
+        "webhook_configured": job.webhook_configured,
+        "current_stage": current_stage(job),
+        "token_usage": token_usage(job),
+    }
+
+
+def get_job(db: Database, job_id: str) -> BatchJob:
+    if not isinstance(job_id, str) or len(job_id) > 64:
+        raise job_not_found(job_id)
+    with db.session() as session:
+        job = session.get(BatchJob, job_id)
+    if job is None:
+        raise job_not_found(job_id)
+    return job
+
+
+def job_not_found(job_id: str) -> ServiceError:
+    return ServiceError(404, "JOB_NOT_FOUND", f"Job {job_id} not found", {"job_id": job_id})
+
+
+def parse_list_filters(args) -> dict[str, Any]:
+    """Query parameters of GET /batch-jobs, checked; 400 names the parameter that is wrong."""
+    def number(name: str, default: int, low: int, high: int | None) -> int:
+        raw = args.get(name)
+        if raw is None or raw == "":
+            return default
+        try:
+            value = int(raw)
+        except ValueError:
+            raise ServiceError(400, "VALIDATION_ERROR", f"'{name}' must be an integer", {"field": name}) from None
+        if value < low or (high is not None and value > high):
+            bound = f"between {low} and {high}" if high is not None else f"at least {low}"
+            raise ServiceError(400, "VALIDATION_ERROR", f"'{name}' must be {bound}", {"field": name})
+        return value
+
+    def moment(name: str) -> datetime | None:
+        raw = args.get(name)
+        if not raw:
+            return None
+        try:
+            return parse_iso(raw)
+        except ValueError:
+            raise ServiceError(400, "VALIDATION_ERROR", f"'{name}' must be an ISO 8601 timestamp",
+                               {"field": name}) from None
+
+    status = args.get("status") or None
+    if status is not None and status not in JOB_STATUSES:
+        raise ServiceError(400, "VALIDATION_ERROR", f"'status' must be one of {', '.join(JOB_STATUSES)}",
+                           {"field": "status"})
+    return {"status": status, "limit": number("limit", 10, 1, 100), "offset": number("offset", 0, 0, None),
+            "created_after": moment("created_after"), "created_before": moment("created_before")}
+
+
+def list_jobs(db: Database, status: str | None, limit: int, offset: int, created_after: datetime | None,
+              created_before: datetime | None) -> dict[str, Any]:
+    query = select(BatchJob)
+    count = select(func.count()).select_from(BatchJob)
+    conditions = []
+    if status:
+        conditions.append(BatchJob.status == status)
+    if created_after:
+        conditions.append(BatchJob.created_at >= created_after)
+    if created_before:
+        conditions.append(BatchJob.created_at <= created_before)
+    for condition in conditions:
+        query = query.where(condition)
+        count = count.where(condition)
+    with db.session() as session:
+        total = session.scalar(count) or 0
+        jobs = session.scalars(query.order_by(BatchJob.created_at.desc(), BatchJob.id).limit(limit).offset(offset)).all()
+    return {
+        "jobs": [list_item_view(job) for job in jobs],
+        "pagination": {"limit": limit, "offset": offset, "total": total, "has_more": offset + len(jobs) < total},
+    }
+
+
+def fail_unfinished_lots(session: Session, job_id: str, reason: str) -> int:
+    """Give every lot that has no result yet a reason, so each lot is accounted for."""
+    result = session.execute(update(BatchLot).where(BatchLot.job_id == job_id,
+                                                    BatchLot.status.not_in(("completed", "failed")))
+                             .values(status="failed", error_message=reason, processed_at=utcnow())
+                             .execution_options(synchronize_session=False))
+    if result.rowcount:
+        session.execute(update(BatchJob).where(BatchJob.id == job_id)
+                        .values(failed_lots=BatchJob.failed_lots + result.rowcount))
+    return result.rowcount
+
+
+def cancel_job(db: Database, job_id: str, on_final=None) -> dict[str, Any]:
+    """Cancel an active job now; the worker then cancels its OpenAI batches and sends the webhooks.
+
+    ``on_final(session, job)`` runs in the same transaction (it records the webhook deliveries).
+    """
+    now = utcnow()
+    with db.transaction() as session:
+        job = session.scalars(select(BatchJob).where(BatchJob.id == job_id).with_for_update()).first() \
+            if isinstance(job_id, str) and len(job_id) <= 64 else None
+        if job is None:
+            raise job_not_found(job_id)
+        if not job.is_active:
+            error = ServiceError(400, "JOB_NOT_CANCELLABLE",
+                                 f"Only pending, processing, or translating jobs can be cancelled. "
+                                 f"Current status: {job.status}", error="Job cannot be cancelled",
+                                 extra={"status": job.status})
+            raise error
+        session.execute(update(BatchJob).where(BatchJob.id == job.id).values(
+            status="cancelled", stage="cancelling", cancelled_at=now, completed_at=now, updated_at=now, next_run_at=now,
+            lease_owner=None, lease_expires_at=None, error_message="Cancelled by the client"))
+        fail_unfinished_lots(session, job.id, "Job cancelled before this lot was finished")
+        session.flush()
+        session.refresh(job)
+        if on_final is not None:
+            on_final(session, job)
+    return {"job_id": job.id, "status": "cancelled", "cancelled_at": iso(now), "message": "Job successfully cancelled"}

@@ -1,0 +1,44 @@
+"""Prometheus metrics with the spec's names; correct across gunicorn workers.
+
+With ``PROMETHEUS_MULTIPROC_DIR`` set (gunicorn.conf.py does it), every process writes its
+values to that directory and /metrics sums them; without it, values live in this process.
+"""
+from __future__ import annotations
+
+import os
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import multiprocess
+
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+
+
+class Metrics:
+    def __init__(self):
+        self.registry = CollectorRegistry(auto_describe=True)
+        r = self.registry
+        self.requests = Counter("generation_requests_total", "Generation requests accepted", ["mode"], registry=r)
+        self.duration = Histogram("generation_duration_seconds", "Time to answer a sync request or finish a batch job",
+                                  ["mode"], registry=r,
+                                  buckets=(0.5, 1, 2, 3, 5, 10, 20, 30, 60, 120, 300, 900, 3600, 14400, 86400))
+        self.openai_errors = Counter("openai_api_errors_total", "Failed OpenAI calls", ["api"], registry=r)
+        self.webhooks = Counter("webhook_deliveries_total", "Webhook delivery attempts by outcome", ["status"], registry=r)
+        self.jobs = Counter("batch_jobs_total", "Batch jobs by the status they reached", ["status"], registry=r)
+        self.db_ops = Counter("database_operations_total", "Database operations", ["operation"], registry=r)
+        self.http = Counter("http_requests_total", "HTTP requests by route and status", ["endpoint", "status"],
+                            registry=r)
+        self.worker_beat = Gauge("background_worker_last_beat_seconds", "Unix time of the worker's last loop",
+                                 registry=r, multiprocess_mode="max")
+
+    def openai_error(self, api: str) -> None:
+        self.openai_errors.labels(api=api).inc()
+
+    def db(self, operation: str, count: int = 1) -> None:
+        self.db_ops.labels(operation=operation).inc(count)
+
+    def render(self) -> bytes:
+        if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+            registry = CollectorRegistry()
+            multiprocess.MultiProcessCollector(registry)
+            return generate_latest(registry)
+        return generate_latest(self.registry)

@@ -1,0 +1,108 @@
+"""A job's results as the client reads them: per lot, per language, read page by page.
+
+The same lot views feed GET batch-results, the download and the webhook payloads, so all
+three always agree. Large jobs are streamed: no more than one page of lots is in memory.
+"""
+from __future__ import annotations
+
+import json
+from typing import Any, Iterator
+
+from sqlalchemy import select
+
+from database import Database
+from database.models import BatchJob, BatchLot, BatchResult
+from services.clock import iso
+
+PAGE = 500
+
+
+def processing_time(job: BatchJob) -> str | None:
+    if not job.completed_at:
+        return None
+    seconds = int((job.completed_at - job.created_at).total_seconds())
+    if seconds < 120:
+        return f"{seconds} seconds"
+    if seconds < 7200:
+        return f"{seconds // 60} minutes"
+    return f"{seconds // 3600} hours {seconds % 3600 // 60} minutes"
+
+
+def summary(job: BatchJob) -> dict[str, Any]:
+    return {
+        "total_lots": job.total_lots,
+        "processed_lots": job.processed_lots,
+        "failed_lots": job.failed_lots,
+        "total_images_processed": job.total_images_processed,
+        "total_processing_time": processing_time(job),
+        "token_usage": {"input_tokens": job.input_tokens, "output_tokens": job.output_tokens,
+                        "total_tokens": job.total_tokens},
+    }
+
+
+def lot_view(lot: BatchLot, languages: list[str], texts: dict[str, str]) -> dict[str, Any]:
+    view: dict[str, Any] = {
+        "lot_id": lot.lot_id,
+        "status": lot.status if lot.status in ("completed", "failed") else "pending",
+        "processed_at": iso(lot.processed_at),
+        "processed_images": lot.processed_images,
+        "descriptions": [{"language": code, "damages": texts[code]} for code in languages if code in texts]
+        if lot.status == "completed" else [],
+        "missing_images": lot.missing_images or [],
+    }
+    if lot.status == "failed":
+        view["error"] = lot.error_message or "Processing failed"
+    return view
+
+
+def iter_lot_views(db: Database, job: BatchJob, webhook_url: str | None = None, start: int = 0,
+                   limit: int | None = None) -> Iterator[dict[str, Any]]:
+    """Lots in request order (optionally only one webhook URL's, from its ``start``-th), with their texts."""
+    last_seq = -1
+    skipped = 0
+    produced = 0
+    while limit is None or produced < limit:
+        with db.session() as session:
+            query = select(BatchLot).where(BatchLot.job_id == job.id, BatchLot.seq > last_seq)
+            if webhook_url is not None:
+                query = query.where(BatchLot.webhook_url == webhook_url)
+            lots = session.scalars(query.order_by(BatchLot.seq).limit(PAGE)).all()
+            if not lots:
+                return
+            texts: dict[int, dict[str, str]] = {}
+            rows = session.execute(select(BatchResult.lot_pk, BatchResult.language, BatchResult.damages)
+                                   .where(BatchResult.lot_pk.in_([lot.id for lot in lots]))).all()
+        for lot_pk, language, damages in rows:
+            texts.setdefault(lot_pk, {})[language] = damages
+        for lot in lots:
+            last_seq = lot.seq
+            if skipped < start:
+                skipped += 1
+                continue
+            if limit is not None and produced >= limit:
+                return
+            produced += 1
+            yield lot_view(lot, job.languages, texts.get(lot.id, {}))
+
+
+def results_head(job: BatchJob) -> dict[str, Any]:
+    return {
+        "job_id": job.id,
+        "status": job.status,
+        "completed_at": iso(job.completed_at),
+        "processing_summary": summary(job),
+    }
+
+
+def iter_results_json(db: Database, job: BatchJob) -> Iterator[bytes]:
+    """The whole results document as JSON text, produced in pieces."""
+    head = results_head(job)
+    results_meta = {"version": job.version, "total_lots": job.total_lots, "processed_lots": job.processed_lots,
+                    "failed_lots": job.failed_lots}
+    opening = json.dumps(head, ensure_ascii=False)[:-1] + ', "results": ' + json.dumps(results_meta)[:-1] + ', "lots": ['
+    yield opening.encode()
+    first = True
+    for view in iter_lot_views(db, job):
+        yield (("" if first else ",") + json.dumps(view, ensure_ascii=False)).encode()
+        first = False
+    yield b"]}}"

@@ -1,0 +1,1 @@
+"""The in-process background worker: job state machine, webhook dispatcher, watchdog."""

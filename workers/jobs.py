@@ -1,0 +1,264 @@
+"""The job state machine: pending -> processing -> translating -> completed | failed | cancelled.
+
+Stages (``batch_jobs.stage``): queued -> images -> vision -> translation -> finalizing -> done,
+plus ``cancelling`` for an ended job whose OpenAI batches must still be cancelled. Each call of a
+stage does a bounded piece of work and records it; the runner keeps calling stages while the job
+has work it can do now, and hands the job back with ``next_run_at`` when it must wait.
+"""
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from datetime import timedelta
+
+from sqlalchemy import func, select, update
+
+from database.models import JOB_ACTIVE, BatchJob, BatchLot, OpenAIBatch
+from database.models.openai_batches import SHARD_OPEN
+from services import webhooks
+from services.clock import utcnow
+from services.images import required_images
+from services.jobs import fail_unfinished_lots
+from services.openai_client import Usage
+from workers import leases
+from workers.direct import DirectRunner
+from workers.shards import ShardManager
+from workers.stages import Stage, TranslationStage, VisionStage
+
+log = logging.getLogger(__name__)
+
+IMAGE_PAGE = 200
+BACKOFF_SECONDS = 5.0
+TIME_SLICE_SECONDS = 20.0
+
+
+class LeaseLost(Exception):
+    """Another process holds the job now (our lease expired) or the job left the active states."""
+
+
+class JobRunner:
+    def __init__(self, runtime, owner: str):
+        self.rt = runtime
+        self.db = runtime.db
+        self.settings = runtime.settings
+        self.owner = owner
+        self.pool = ThreadPoolExecutor(max_workers=self.settings.direct_concurrency, thread_name_prefix="direct")
+        self._last_renew = 0.0
+        self.time_slice = TIME_SLICE_SECONDS
+
+    def close(self) -> None:
+        self.pool.shutdown(wait=False, cancel_futures=True)
+
+    # ---- claiming ----------------------------------------------------------------------------
+    def due_condition(self, now):
+        return (BatchJob.next_run_at <= now) & (BatchJob.status.in_(JOB_ACTIVE) | (BatchJob.stage == "cancelling"))
+
+    def claim(self, limit: int = 1) -> list[str]:
+        with self.db.session() as session:
+            return leases.claim(session, BatchJob, self.due_condition(utcnow()), BatchJob.next_run_at, limit,
+                                self.owner, self.settings.worker_lease_seconds)
+
+    def heartbeat(self, job_id: str) -> None:
+        if time.monotonic() - self._last_renew < self.settings.worker_lease_seconds / 3:
+            return
+        with self.db.session() as session:
+            if not leases.renew(session, BatchJob, [job_id], self.owner, self.settings.worker_lease_seconds):
+                raise LeaseLost(job_id)
+        self._last_renew = time.monotonic()
+
+    # ---- running -----------------------------------------------------------------------------
+    def run(self, job_id: str, stop: threading.Event | None = None) -> None:
+        """Advance one claimed job as far as it can go now (within a time slice), then hand it back."""
+        self._last_renew = time.monotonic()
+        started = time.monotonic()
+        delay = 0.0
+        try:
+            while (stop is None or not stop.is_set()) and time.monotonic() - started < self.time_slice:
+                with self.db.session() as session:
+                    job = session.get(BatchJob, job_id)
+                if job is None or job.lease_owner != self.owner:
+                    return
+                if not job.is_active and job.stage != "cancelling":
+                    break
+                delay = self.step(job)
+                if delay is not None:
+                    break
+                self.heartbeat(job_id)
+        except LeaseLost:
+            log.warning("job %s: lease lost, another worker carries on", job_id)
+            return
+        except Exception:
+            log.exception("job %s: step failed; retrying later", job_id)
+            delay = max(self.settings.worker_poll_interval, BACKOFF_SECONDS)
+        with self.db.session() as session:
+            leases.release(session, BatchJob, [job_id], self.owner,
+                           next_run_at=utcnow() + timedelta(seconds=delay or 0))
+
+    def step(self, job: BatchJob) -> float | None:
+        """Run the job's current stage once; None to go on at once, else seconds to wait."""
+        handler = getattr(self, f"stage_{job.stage}")
+        return handler(job)
+
+    def _set_job(self, job: BatchJob, **values) -> None:
+        """Update an active job we hold; the WHERE makes a concurrent cancel win."""
+        values.setdefault("updated_at", utcnow())
+        with self.db.transaction() as session:
+            result = session.execute(update(BatchJob).where(
+                BatchJob.id == job.id, BatchJob.lease_owner == self.owner,
+                BatchJob.status.in_(JOB_ACTIVE)).values(**values))
+            if result.rowcount == 0:
+                raise LeaseLost(job.id)
+
+    def _add_usage(self, job: BatchJob):
+        def add(usage: Usage) -> None:
+            if usage.input_tokens or usage.output_tokens:
+                with self.db.transaction() as session:
+                    session.execute(update(BatchJob).where(BatchJob.id == job.id).values(
+                        input_tokens=BatchJob.input_tokens + usage.input_tokens,
+                        output_tokens=BatchJob.output_tokens + usage.output_tokens))
+        return add
+
+    # ---- stages ------------------------------------------------------------------------------
+    def stage_queued(self, job: BatchJob) -> float | None:
+        self._set_job(job, status="processing", stage="images", started_at=utcnow())
+        self.rt.metrics.jobs.labels(status="processing").inc()
+        return None
+
+    def stage_images(self, job: BatchJob) -> float | None:
+        with self.db.session() as session:
+            lots = session.scalars(select(BatchLot).where(BatchLot.job_id == job.id, BatchLot.status == "pending")
+                                   .order_by(BatchLot.seq).limit(IMAGE_PAGE)).all()
+        if not lots:
+            self._refresh(job)
+            self._set_job(job, stage="vision")
+            return None
+        if self.settings.batch_validate_images:
+            checks = self.rt.images.check_many_lots([lot.image_urls for lot in lots])
+        else:
+            checks = None
+        rows = []
+        for index, lot in enumerate(lots):
+            valid = checks[index].valid_urls if checks else list(lot.image_urls)
+            missing = checks[index].missing_urls if checks else []
+            row = {"id": lot.id, "usable_images": valid, "missing_images": missing, "status": "ready"}
+            if len(valid) < required_images(len(lot.image_urls), self.settings.image_min_ratio) or not valid:
+                row.update(status="failed", processed_at=utcnow(),
+                           error_message=f"not enough usable images: {len(valid)} of {len(lot.image_urls)} "
+                                         f"reachable (missing: {', '.join(missing[:5])})")
+            rows.append(row)
+        with self.db.transaction() as session:
+            session.execute(update(BatchLot), rows)
+        self._refresh(job)
+        return None
+
+    def _stage_paid(self, job: BatchJob, stage: Stage, next_stage: str) -> float | None:
+        add = self._add_usage(job)
+        if job.strategy == "direct" or not stage.needs_api:
+            state = DirectRunner(self.db, self.rt.ai, stage, self.pool, self.settings.direct_concurrency, add).advance()
+        else:
+            state = ShardManager(self.db, self.rt.ai, stage, self.settings.batch_shard_max_requests,
+                                 self.settings.batch_shard_max_bytes, lambda: self.heartbeat(job.id), add).advance()
+        self._refresh(job)
+        if state == "done":
+            values = {"stage": next_stage}
+            if next_stage == "translation":
+                values["status"] = "translating" if TranslationStage(self.rt.ai, job, 1).needs_api else "processing"
+            self._set_job(job, **values)
+            return None
+        if state == "again":
+            return None
+        if state == "backoff":
+            return BACKOFF_SECONDS
+        return self.settings.worker_poll_interval
+
+    def stage_vision(self, job: BatchJob) -> float | None:
+        stage = VisionStage(self.rt.ai, job, self.settings.batch_resubmit_attempts + 1)
+        return self._stage_paid(job, stage, "translation")
+
+    def stage_translation(self, job: BatchJob) -> float | None:
+        stage = TranslationStage(self.rt.ai, job, self.settings.batch_resubmit_attempts + 1)
+        return self._stage_paid(job, stage, "finalizing")
+
+    def stage_finalizing(self, job: BatchJob) -> float | None:
+        counts = self._counts(job)
+        status = "completed" if counts.get("completed") else "failed"
+        self.finish(job, status, None if status == "completed" else "No lot could be processed; see each lot's error")
+        return 0.0
+
+    def finish(self, job: BatchJob, status: str, error_message: str | None) -> None:
+        """End the job, record its webhook deliveries in the same transaction, and stop its OpenAI work."""
+        now = utcnow()
+        with self.db.transaction() as session:
+            result = session.execute(update(BatchJob).where(BatchJob.id == job.id, BatchJob.status.in_(JOB_ACTIVE))
+                                     .values(status=status, stage="cancelling" if status == "failed" else "done",
+                                             completed_at=now, updated_at=now, error_message=error_message,
+                                             estimated_completion=now))
+            if result.rowcount == 0:
+                return
+            if status != "completed":
+                fail_unfinished_lots(session, job.id, error_message or f"job {status}")
+            session.flush()
+            ended = session.get(BatchJob, job.id)
+            session.refresh(ended)
+            webhooks.enqueue_deliveries(session, ended, self.settings.webhook_max_retries,
+                                        self.settings.webhook_max_lots_per_delivery)
+        self._refresh(job, final=True)
+        self.rt.metrics.jobs.labels(status=status).inc()
+        self.rt.metrics.duration.labels(mode="batch").observe((now - job.created_at).total_seconds())
+        log.info("job %s %s", job.id, status)
+
+    def stage_cancelling(self, job: BatchJob) -> float | None:
+        for stage in (VisionStage(self.rt.ai, job, 1), TranslationStage(self.rt.ai, job, 1)):
+            ShardManager(self.db, self.rt.ai, stage, 1, 1, lambda: None, lambda usage: None).cancel_open()
+        with self.db.transaction() as session:
+            session.execute(update(BatchJob).where(BatchJob.id == job.id, BatchJob.stage == "cancelling")
+                            .values(stage="done"))
+        return 0.0
+
+    def stage_done(self, job: BatchJob) -> float | None:
+        return 0.0
+
+    # ---- counters ----------------------------------------------------------------------------
+    def _counts(self, job: BatchJob) -> dict[str, int]:
+        with self.db.session() as session:
+            rows = session.execute(select(BatchLot.status, func.count()).where(BatchLot.job_id == job.id)
+                                   .group_by(BatchLot.status)).all()
+        return {status: count for status, count in rows}
+
+    def _refresh(self, job: BatchJob, final: bool = False) -> None:
+        """Recompute the job's counters from its lots (the status endpoint only ever reads them)."""
+        counts = self._counts(job)
+        completed = counts.get("completed", 0)
+        described = counts.get("described", 0)
+        failed = counts.get("failed", 0)
+        values = {"processed_lots": completed + described, "failed_lots": failed, "translated_lots": completed}
+        with self.db.session() as session:
+            images = session.scalar(select(func.coalesce(func.sum(BatchLot.processed_images), 0))
+                                    .where(BatchLot.job_id == job.id)) or 0
+            inflight = session.scalar(select(func.coalesce(func.sum(OpenAIBatch.completed_count), 0)).where(
+                OpenAIBatch.job_id == job.id, OpenAIBatch.kind == "vision", OpenAIBatch.status.in_(SHARD_OPEN))) or 0
+        values["total_images_processed"] = int(images)
+        if final:
+            values["processed_lots"] = completed
+        else:
+            values["processed_lots"] = min(job.total_lots - failed, values["processed_lots"] + int(inflight))
+            values["estimated_completion"] = self._estimate(job, values)
+        with self.db.transaction() as session:
+            session.execute(update(BatchJob).where(BatchJob.id == job.id).values(updated_at=utcnow(), **values))
+
+    def _estimate(self, job: BatchJob, values: dict[str, int]):
+        """Project the finish from the share of work done so far; keep the first guess until 5% is done."""
+        needs_translation = TranslationStage(self.rt.ai, job, 1).needs_api
+        units = job.total_lots * (2 if needs_translation else 1)
+        done = values["processed_lots"] + values["failed_lots"] * (2 if needs_translation else 1)
+        if needs_translation:
+            done += values["translated_lots"]
+        started = job.started_at or job.created_at
+        fraction = done / units if units else 0
+        if fraction < 0.05:
+            return job.estimated_completion
+        now = utcnow()
+        elapsed = (now - started).total_seconds()
+        return now + timedelta(seconds=elapsed * (1 - fraction) / fraction)

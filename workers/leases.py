@@ -1,0 +1,67 @@
+"""Claiming work through the database so that any number of processes share it safely.
+
+A row is claimed by writing our name and an expiry into it, inside a transaction that locked it
+with ``FOR UPDATE SKIP LOCKED`` (PostgreSQL; SQLite serialises writers instead). The UPDATE
+repeats the "lease is free" test, so a claim is exclusive on both engines. A process that dies
+simply stops renewing; its rows become free when the lease expires.
+"""
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any, Sequence
+
+from sqlalchemy import and_, or_, select, update
+from sqlalchemy.orm import Session
+
+from services.clock import utcnow
+
+
+def lease_free(model, now):
+    return or_(model.lease_expires_at.is_(None), model.lease_expires_at < now)
+
+
+def claim(session: Session, model, due_condition, order_by, limit: int, owner: str, seconds: float) -> list[Any]:
+    """Claim up to ``limit`` due rows of ``model``; returns their primary keys. Commits."""
+    now = utcnow()
+    ids = session.scalars(
+        select(model.__mapper__.primary_key[0])
+        .where(due_condition, lease_free(model, now))
+        .order_by(order_by)
+        .limit(limit)
+        .with_for_update(skip_locked=True)
+    ).all()
+    if not ids:
+        session.rollback()
+        return []
+    pk = model.__mapper__.primary_key[0]
+    session.execute(
+        update(model).where(pk.in_(ids), lease_free(model, now))
+        .values(lease_owner=owner, lease_expires_at=now + timedelta(seconds=seconds))
+        .execution_options(synchronize_session=False)
+    )
+    session.commit()
+    claimed = session.scalars(select(pk).where(pk.in_(ids), model.lease_owner == owner)).all()
+    session.commit()
+    return list(claimed)
+
+
+def renew(session: Session, model, ids: Sequence[Any], owner: str, seconds: float) -> int:
+    """Extend our leases; returns how many we still hold (0 means someone took the work over)."""
+    pk = model.__mapper__.primary_key[0]
+    result = session.execute(
+        update(model).where(pk.in_(ids), model.lease_owner == owner)
+        .values(lease_expires_at=utcnow() + timedelta(seconds=seconds))
+        .execution_options(synchronize_session=False)
+    )
+    session.commit()
+    return result.rowcount
+
+
+def release(session: Session, model, ids: Sequence[Any], owner: str, **values) -> None:
+    pk = model.__mapper__.primary_key[0]
+    session.execute(
+        update(model).where(and_(pk.in_(ids), model.lease_owner == owner))
+        .values(lease_owner=None, lease_expires_at=None, **values)
+        .execution_options(synchronize_session=False)
+    )
+    session.commit()

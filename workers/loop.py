@@ -1,0 +1,130 @@
+"""The background worker of one process: a job thread and a webhook thread, both daemons.
+
+Each is woken at once by work created in this process (``wake()``), otherwise when the next
+piece of recorded work falls due, and at the latest every WORKER_POLL_INTERVAL seconds, which
+is how work created by other processes is found. Everything it does is claimed through the
+database, so any number of processes can run one.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import threading
+import time
+
+from sqlalchemy import func, select, update
+
+from database.models import JOB_ACTIVE, BatchJob, WorkerHeartbeat
+from services.clock import utcnow
+from workers.dispatcher import WebhookDispatcher
+from workers.jobs import JobRunner
+from workers.leases import lease_free
+from workers.watchdog import Watchdog
+
+log = logging.getLogger(__name__)
+
+HEARTBEAT_SECONDS = 5.0
+
+
+class Worker:
+    def __init__(self, runtime):
+        self.rt = runtime
+        self.settings = runtime.settings
+        self.pid = os.getpid()
+        self.owner = runtime.instance_id
+        self._stop = threading.Event()
+        self._job_wake = threading.Event()
+        self._hook_wake = threading.Event()
+        self.jobs = JobRunner(runtime, self.owner)
+        self.webhooks = WebhookDispatcher(runtime, self.owner, on_free_slot=self._hook_wake.set)
+        self.watchdog = Watchdog(runtime, self.jobs)
+        self._threads: list[threading.Thread] = []
+        self.last_beat: float | None = None
+        self._last_db_beat = 0.0
+        self.started_at = utcnow()
+
+    # ---- control -----------------------------------------------------------------------------
+    def start(self) -> None:
+        for name, target in (("genservice-jobs", self._job_loop), ("genservice-webhooks", self._webhook_loop)):
+            thread = threading.Thread(target=target, name=name, daemon=True)
+            thread.start()
+            self._threads.append(thread)
+        log.info("Background worker started (%s)", self.owner)
+
+    def wake(self) -> None:
+        self._job_wake.set()
+        self._hook_wake.set()
+
+    def stop(self, timeout: float = 10.0) -> None:
+        self._stop.set()
+        self.wake()
+        for thread in self._threads:
+            thread.join(timeout)
+        self.jobs.close()
+        self.webhooks.close()
+        try:
+            with self.rt.db.transaction() as session:
+                session.execute(WorkerHeartbeat.__table__.delete().where(WorkerHeartbeat.worker_id == self.owner))
+        except Exception:
+            log.info("could not remove heartbeat of %s", self.owner)
+        log.info("Background worker stopped (%s)", self.owner)
+
+    @property
+    def alive(self) -> bool:
+        return bool(self._threads) and all(t.is_alive() for t in self._threads) and not self._stop.is_set()
+
+    # ---- loops -------------------------------------------------------------------------------
+    def _job_loop(self) -> None:
+        while not self._stop.is_set():
+            busy = False
+            try:
+                self._beat()
+                for job_id in self.jobs.claim(limit=1):
+                    busy = True
+                    self.jobs.run(job_id, self._stop)
+                self.watchdog.maybe_run()
+            except Exception:
+                log.exception("Background worker: job loop iteration failed")
+                self._stop.wait(1.0)
+            if not busy:
+                self._sleep(self._job_wake, self._next_job_due())
+
+    def _webhook_loop(self) -> None:
+        while not self._stop.is_set():
+            started = 0
+            try:
+                started = self.webhooks.dispatch_due()
+            except Exception:
+                log.exception("Background worker: webhook loop iteration failed")
+                self._stop.wait(1.0)
+            if not started:
+                self._sleep(self._hook_wake, None if self.webhooks.busy >= self.webhooks.size
+                            else self.webhooks.next_due())
+
+    def _sleep(self, event: threading.Event, next_due) -> None:
+        timeout = self.settings.worker_poll_interval
+        if next_due is not None:
+            timeout = max(0.05, min(timeout, (next_due - utcnow()).total_seconds()))
+        event.wait(timeout)
+        event.clear()
+
+    def _next_job_due(self):
+        with self.rt.db.session() as session:
+            return session.scalar(select(func.min(BatchJob.next_run_at)).where(
+                BatchJob.status.in_(JOB_ACTIVE) | (BatchJob.stage == "cancelling"),
+                lease_free(BatchJob, utcnow())))
+
+    def _beat(self) -> None:
+        now = time.monotonic()
+        self.last_beat = time.time()
+        self.rt.metrics.worker_beat.set(self.last_beat)
+        if now - self._last_db_beat < HEARTBEAT_SECONDS:
+            return
+        self._last_db_beat = now
+        with self.rt.db.transaction() as session:
+            updated = session.execute(update(WorkerHeartbeat).where(WorkerHeartbeat.worker_id == self.owner)
+                                      .values(last_beat_at=utcnow())).rowcount
+            if not updated:
+                session.add(WorkerHeartbeat(worker_id=self.owner, hostname=socket.gethostname()[:255],
+                                            pid=self.pid, started_at=self.started_at, last_beat_at=utcnow()))

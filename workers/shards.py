@@ -1,0 +1,233 @@
+"""A stage on the OpenAI Batch API: plan shards, upload, submit, poll, collect — each step recorded.
+
+A shard row is written before anything is paid for and updated after every call, so a
+process killed at any point leaves enough behind for the next one to carry on:
+- ``building``: lots are assigned; the JSONL is (re)built from them and uploaded;
+- ``uploaded``: the file id is known; the batch is looked up by its metadata before one is created;
+- ``submitted``: the batch id is known; it is polled until OpenAI ends it;
+- ``collected``: its answers are stored (collection only touches lots still waiting, so repeating it is harmless).
+"""
+from __future__ import annotations
+
+import logging
+import os
+import tempfile
+from datetime import timedelta
+from typing import Callable
+
+from sqlalchemy import func, select, update
+
+from database import Database
+from database.models import BatchJob, BatchLot, OpenAIBatch
+from database.models.openai_batches import SHARD_OPEN
+from services.batches import ShardCutter, parse_output_line, request_line
+from services.errors import UpstreamError
+from services.openai_client import OpenAIGateway, Usage
+from workers.stages import Outcome, Stage
+
+log = logging.getLogger(__name__)
+
+PAGE = 500
+TERMINAL = ("completed", "failed", "expired", "cancelled")
+
+
+class ShardManager:
+    def __init__(self, db: Database, ai: OpenAIGateway, stage: Stage, max_requests: int, max_bytes: int,
+                 heartbeat: Callable[[], None], add_usage: Callable[[Usage], None]):
+        self.db = db
+        self.ai = ai
+        self.stage = stage
+        self.job = stage.job
+        self.max_requests = max_requests
+        self.max_bytes = max_bytes
+        self.heartbeat = heartbeat
+        self.add_usage = add_usage
+
+    # ---- queries ------------------------------------------------------------------------------
+    def _pages(self, condition):
+        """Waiting lots matching ``condition``, in request order, a page at a time."""
+        last = -1
+        while True:
+            with self.db.session() as session:
+                lots = session.scalars(select(BatchLot).where(self.stage.waiting(), condition, BatchLot.seq > last)
+                                       .order_by(BatchLot.seq).limit(PAGE)).all()
+            if not lots:
+                return
+            last = lots[-1].seq
+            yield lots
+            self.heartbeat()
+
+    def open_shards(self) -> list[OpenAIBatch]:
+        with self.db.session() as session:
+            return list(session.scalars(select(OpenAIBatch).where(
+                OpenAIBatch.job_id == self.job.id, OpenAIBatch.kind == self.stage.kind,
+                OpenAIBatch.status.in_(SHARD_OPEN)).order_by(OpenAIBatch.shard)).all())
+
+    def unassigned_waiting(self) -> int:
+        with self.db.session() as session:
+            return session.scalar(select(func.count()).select_from(BatchLot).where(
+                self.stage.waiting(), self.stage.shard_column.is_(None))) or 0
+
+    # ---- steps --------------------------------------------------------------------------------
+    def plan(self) -> int:
+        """Cut the waiting, unassigned lots into shards and assign them; returns shards created."""
+        cutter = ShardCutter(self.max_requests, self.max_bytes)
+        created = 0
+        first = last = None
+        attempt = 0
+        with self.db.session() as session:
+            next_shard = (session.scalar(select(func.max(OpenAIBatch.shard)).where(
+                OpenAIBatch.job_id == self.job.id, OpenAIBatch.kind == self.stage.kind)) or -1) + 1
+        for lots in self._pages(self.stage.shard_column.is_(None)):
+            for lot in lots:
+                size = len(request_line(lot.seq, self.stage.request_body(lot)))
+                if not cutter.fits(size):
+                    self._assign(next_shard + created, first, last, cutter.count, attempt)
+                    created += 1
+                    cutter.reset()
+                    first = None
+                    attempt = 0
+                if first is None:
+                    first = lot.seq
+                last = lot.seq
+                attempt = max(attempt, getattr(lot, self.stage.attempts_column.key))
+                cutter.add(size)
+        if cutter.count:
+            self._assign(next_shard + created, first, last, cutter.count, attempt)
+            created += 1
+        return created
+
+    def _assign(self, shard: int, first: int, last: int, count: int, attempt: int) -> None:
+        with self.db.transaction() as session:
+            session.add(OpenAIBatch(job_id=self.job.id, kind=self.stage.kind, shard=shard, attempt=attempt,
+                                    status="building", request_count=count))
+            session.execute(update(BatchLot).where(self.stage.waiting(), self.stage.shard_column.is_(None),
+                                                   BatchLot.seq.between(first, last))
+                            .values({self.stage.shard_column.key: shard})
+                            .execution_options(synchronize_session=False))
+        log.info("job %s: %s shard %d planned with %d requests", self.job.id, self.stage.kind, shard, count)
+
+    def upload(self, shard: OpenAIBatch) -> None:
+        fd, path = tempfile.mkstemp(prefix=f"genservice-{self.stage.kind}-", suffix=".jsonl")
+        count = 0
+        try:
+            with os.fdopen(fd, "wb") as out:
+                for lots in self._pages(self.stage.shard_column == shard.shard):
+                    for lot in lots:
+                        out.write(request_line(lot.seq, self.stage.request_body(lot)))
+                        count += 1
+            if count == 0:
+                self._set(shard, status="collected")
+                return
+            file_id = self.ai.upload_batch_file(path, f"{self.job.id}-{self.stage.kind}-{shard.shard}.jsonl")
+        finally:
+            os.unlink(path)
+        self._set(shard, status="uploaded", input_file_id=file_id, request_count=count)
+
+    def submit(self, shard: OpenAIBatch) -> None:
+        """Find the batch this shard already created (a crash after creating it), or create it."""
+        tags = shard.metadata_tags
+        created_after = int((shard.created_at - timedelta(minutes=5)).timestamp())
+        batch = self.ai.find_batch(tags, created_after=created_after)
+        if batch is None:
+            batch = self.ai.create_batch(shard.input_file_id, tags)
+        else:
+            log.warning("job %s: found %s shard %d batch %s again by its metadata", self.job.id,
+                        self.stage.kind, shard.shard, batch.id)
+        self._set(shard, status="submitted", batch_id=batch.id, openai_status=batch.status)
+        column = BatchJob.openai_vision_batch_id if self.stage.kind == "vision" else BatchJob.openai_translation_batch_id
+        with self.db.transaction() as session:
+            session.execute(update(BatchJob).where(BatchJob.id == self.job.id, column.is_(None))
+                            .values({column.key: batch.id}))
+
+    def poll(self, shard: OpenAIBatch) -> None:
+        batch = self.ai.retrieve_batch(shard.batch_id)
+        counts = batch.request_counts
+        self._set(shard, openai_status=batch.status, completed_count=counts.completed if counts else 0,
+                  failed_count=counts.failed if counts else 0)
+        if batch.status in TERMINAL:
+            self.collect(shard, batch)
+
+    def collect(self, shard: OpenAIBatch, batch) -> None:
+        for file_id in (batch.output_file_id, batch.error_file_id):
+            if file_id:
+                self._collect_file(shard, file_id)
+        reason = self._unanswered_reason(batch)
+        for lots in self._pages(self.stage.shard_column == shard.shard):
+            with self.db.transaction() as session:
+                for lot in lots:
+                    self.stage.fail_or_retry(session, lot, reason)
+        self._set(shard, status="collected", output_file_id=batch.output_file_id, error_file_id=batch.error_file_id,
+                  error_message=None if batch.status == "completed" else reason)
+        log.info("job %s: %s shard %d collected (%s)", self.job.id, self.stage.kind, shard.shard, batch.status)
+
+    def _collect_file(self, shard: OpenAIBatch, file_id: str) -> None:
+        page: list[Outcome] = []
+        for raw in self.ai.iter_file_lines(file_id):
+            line = parse_output_line(raw)
+            if line.seq is None:
+                continue
+            page.append(Outcome(line.seq, body=line.body, error=line.error))
+            if len(page) >= PAGE:
+                self._apply(page, shard.shard)
+                page = []
+        if page:
+            self._apply(page, shard.shard)
+
+    def _apply(self, outcomes: list[Outcome], shard: int) -> None:
+        with self.db.transaction() as session:
+            usage = self.stage.apply(session, outcomes, shard)
+        self.add_usage(usage)
+        self.heartbeat()
+
+    @staticmethod
+    def _unanswered_reason(batch) -> str:
+        if batch.status == "expired":
+            return "the OpenAI batch expired before this request ran"
+        if batch.status == "failed":
+            errors = getattr(batch, "errors", None)
+            data = getattr(errors, "data", None) or []
+            first = data[0].message if data and getattr(data[0], "message", None) else "no reason given"
+            return f"the OpenAI batch failed: {first}"
+        if batch.status == "cancelled":
+            return "the OpenAI batch was cancelled"
+        return "the OpenAI batch returned no answer for this request"
+
+    def cancel_open(self) -> None:
+        for shard in self.open_shards():
+            if shard.batch_id:
+                try:
+                    self.ai.cancel_batch(shard.batch_id)
+                except UpstreamError as exc:
+                    log.warning("job %s: could not cancel batch %s: %s", self.job.id, shard.batch_id, exc.message)
+            self._set(shard, status="cancelled")
+
+    def _set(self, shard: OpenAIBatch, **values) -> None:
+        with self.db.transaction() as session:
+            session.execute(update(OpenAIBatch).where(OpenAIBatch.id == shard.id).values(**values))
+        for key, value in values.items():
+            setattr(shard, key, value)
+
+    # ---- one pass -----------------------------------------------------------------------------
+    def advance(self) -> str:
+        """Move every shard of this stage one step: ``again`` (more to do now), ``wait`` (OpenAI is working)
+        or ``done``."""
+        if self.unassigned_waiting():
+            self.plan()
+        for shard in self.open_shards():
+            if shard.status == "building":
+                self.upload(shard)
+            if shard.status == "uploaded":
+                self.submit(shard)
+            if shard.status == "submitted":
+                self.poll(shard)
+            self.heartbeat()
+        if self.unassigned_waiting():
+            return "again"
+        return "wait" if self.open_shards() else "done"
+
+    def inflight_completed(self) -> int:
+        with self.db.session() as session:
+            return session.scalar(select(func.coalesce(func.sum(OpenAIBatch.completed_count), 0)).where(
+                OpenAIBatch.job_id == self.job.id, OpenAIBatch.kind == self.stage.kind,
+                OpenAIBatch.status.in_(SHARD_OPEN))) or 0

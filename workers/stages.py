@@ -1,0 +1,137 @@
+"""The two paid stages of a job, described once so that the Batch API path and the direct path share them.
+
+A stage says which lots it takes, what request each lot becomes, and what a good answer
+writes back. Writing back is conditional on the lot still waiting for this stage, so a
+repeated collection after a crash changes nothing.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy import select, update
+from sqlalchemy.orm import Session
+
+from database.models import BatchJob, BatchLot, BatchResult
+from database.upsert import insert_ignore
+from services.clock import utcnow
+from services.errors import ServiceError
+from services.generation import is_english
+from services.openai_client import OpenAIGateway, Usage
+
+
+@dataclass
+class Outcome:
+    """What happened to one lot in one stage: a success (values) or a failure (error)."""
+    seq: int
+    body: dict[str, Any] | None = None
+    error: str | None = None
+    usage: Usage = field(default_factory=Usage)
+
+
+class Stage:
+    kind: str
+    waiting_status: str
+    done_status: str
+
+    def __init__(self, ai: OpenAIGateway, job: BatchJob, max_attempts: int):
+        self.ai = ai
+        self.job = job
+        self.max_attempts = max_attempts
+
+    @property
+    def shard_column(self):
+        return getattr(BatchLot, f"{self.kind}_shard")
+
+    @property
+    def attempts_column(self):
+        return getattr(BatchLot, f"{self.kind}_attempts")
+
+    needs_api = True
+
+    def waiting(self):
+        return (BatchLot.job_id == self.job.id) & (BatchLot.status == self.waiting_status)
+
+    def request_body(self, lot: BatchLot) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def success_values(self, lot: BatchLot, body: dict[str, Any]) -> tuple[dict[str, Any], list[dict], Usage]:
+        """Lot column values, result rows and usage for a good answer; raises ServiceError for a bad one."""
+        raise NotImplementedError
+
+    def apply(self, session: Session, outcomes: list[Outcome], shard: int | None) -> Usage:
+        """Write a page of outcomes for lots that still wait for this stage (in ``shard`` when given)."""
+        by_seq = {o.seq: o for o in outcomes}
+        query = select(BatchLot).where(self.waiting(), BatchLot.seq.in_(list(by_seq)))
+        if shard is not None:
+            query = query.where(self.shard_column == shard)
+        usage = Usage()
+        rows: list[dict] = []
+        for lot in session.scalars(query).all():
+            outcome = by_seq[lot.seq]
+            if outcome.body is not None:
+                try:
+                    values, results, line_usage = self.success_values(lot, outcome.body)
+                except ServiceError as exc:
+                    outcome = Outcome(lot.seq, error=(exc.details or {}).get("openai_error") or exc.message)
+                else:
+                    self._update(session, lot, values)
+                    rows += results
+                    usage.add(line_usage)
+                    continue
+            usage.add(outcome.usage)
+            self.fail_or_retry(session, lot, outcome.error or "no answer")
+        insert_ignore(session, BatchResult, rows)
+        return usage
+
+    def fail_or_retry(self, session: Session, lot: BatchLot, error: str) -> None:
+        attempts = getattr(lot, self.attempts_column.key) + 1
+        if attempts < self.max_attempts:
+            self._update(session, lot, {self.shard_column.key: None, self.attempts_column.key: attempts})
+        else:
+            self._update(session, lot, {"status": "failed", self.attempts_column.key: attempts,
+                                        "error_message": f"{self.kind} failed: {error}"[:1000],
+                                        "processed_at": utcnow()})
+
+    def _update(self, session: Session, lot: BatchLot, values: dict[str, Any]) -> None:
+        session.execute(update(BatchLot).where(BatchLot.id == lot.id, BatchLot.status == self.waiting_status)
+                        .values(**values).execution_options(synchronize_session=False))
+
+
+class VisionStage(Stage):
+    kind = "vision"
+    waiting_status = "ready"
+    done_status = "described"
+
+    def request_body(self, lot: BatchLot) -> dict[str, Any]:
+        return self.ai.vision_body(lot.usable_images or [], lot.additional_info or "")
+
+    def success_values(self, lot, body):
+        result = self.ai.read_vision(body)
+        return ({"status": "described", "description_en": result.html,
+                 "processed_images": len(lot.usable_images or [])}, [], result.usage)
+
+
+class TranslationStage(Stage):
+    kind = "translation"
+    waiting_status = "described"
+    done_status = "completed"
+
+    @property
+    def targets(self) -> list[str]:
+        return [code for code in self.job.languages if not is_english(code)]
+
+    @property
+    def needs_api(self) -> bool:
+        return bool(self.targets)
+
+    def request_body(self, lot: BatchLot) -> dict[str, Any]:
+        return self.ai.translation_body(lot.description_en or "", self.targets)
+
+    def success_values(self, lot, body):
+        result = self.ai.read_translation(body, self.targets) if body else None
+        texts = result.texts if result else {}
+        rows = [{"job_id": self.job.id, "lot_pk": lot.id, "language": code,
+                 "damages": lot.description_en if is_english(code) else texts[code], "created_at": utcnow()}
+                for code in self.job.languages]
+        return ({"status": "completed", "processed_at": utcnow()}, rows, result.usage if result else Usage())

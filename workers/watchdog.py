@@ -1,0 +1,67 @@
+"""Housekeeping: fail jobs past their deadline, purge old records, forget dead workers' heartbeats."""
+from __future__ import annotations
+
+import logging
+import time
+from datetime import timedelta
+
+from sqlalchemy import delete, select
+
+from database.models import JOB_ACTIVE, JOB_FINAL, BatchJob, WorkerHeartbeat
+from services.clock import utcnow
+
+log = logging.getLogger(__name__)
+
+PURGE_JOBS_PER_TRANSACTION = 20
+
+
+class Watchdog:
+    def __init__(self, runtime, job_runner, interval: float = 60.0):
+        self.rt = runtime
+        self.db = runtime.db
+        self.settings = runtime.settings
+        self.jobs = job_runner
+        self.interval = min(interval, max(1.0, self.settings.worker_poll_interval))
+        self._last = 0.0
+
+    def maybe_run(self) -> None:
+        if time.monotonic() - self._last < self.interval:
+            return
+        self._last = time.monotonic()
+        self.fail_overdue()
+        self.purge_expired()
+        self.forget_dead_workers()
+
+    def fail_overdue(self) -> int:
+        now = utcnow()
+        with self.db.session() as session:
+            overdue = session.scalars(select(BatchJob).where(BatchJob.status.in_(JOB_ACTIVE),
+                                                             BatchJob.deadline_at < now).limit(100)).all()
+        for job in overdue:
+            hours = self.settings.job_deadline_hours + self.settings.job_deadline_margin_hours
+            self.jobs.finish(job, "failed", f"Job did not finish within its deadline of {hours:g} hours")
+            log.warning("job %s failed by the watchdog: deadline passed", job.id)
+        return len(overdue)
+
+    def purge_expired(self) -> int:
+        """Delete ended jobs older than the retention period (lots, results and deliveries go with them)."""
+        if self.settings.result_retention_days <= 0:
+            return 0
+        cutoff = utcnow() - timedelta(days=self.settings.result_retention_days)
+        purged = 0
+        while True:
+            with self.db.transaction() as session:
+                ids = session.scalars(select(BatchJob.id).where(BatchJob.status.in_(JOB_FINAL),
+                                                                BatchJob.created_at < cutoff)
+                                      .limit(PURGE_JOBS_PER_TRANSACTION)).all()
+                if ids:
+                    session.execute(delete(BatchJob).where(BatchJob.id.in_(ids)))
+            if not ids:
+                return purged
+            purged += len(ids)
+            log.info("purged %d jobs older than %d days", len(ids), self.settings.result_retention_days)
+
+    def forget_dead_workers(self) -> None:
+        cutoff = utcnow() - timedelta(seconds=max(300, 10 * self.settings.worker_poll_interval))
+        with self.db.transaction() as session:
+            session.execute(delete(WorkerHeartbeat).where(WorkerHeartbeat.last_beat_at < cutoff))
