@@ -23,12 +23,20 @@ def normalize_url(url: str | None, instance_path: str) -> str:
 
 
 def _sqlite_pragmas(dbapi_connection, _record) -> None:
+    # transactions are begun by us (below), so that they can take the write lock up front
+    dbapi_connection.isolation_level = None
     cursor = dbapi_connection.cursor()
     cursor.execute("PRAGMA journal_mode=WAL")
     cursor.execute("PRAGMA busy_timeout=30000")
     cursor.execute("PRAGMA foreign_keys=ON")
     cursor.execute("PRAGMA synchronous=NORMAL")
     cursor.close()
+
+
+def _sqlite_begin_immediate(conn) -> None:
+    """SQLite cannot upgrade a read transaction to a write one while another writer went first
+    ("database is locked" at once, not after busy_timeout); taking the lock at BEGIN avoids that."""
+    conn.exec_driver_sql("BEGIN IMMEDIATE")
 
 
 class Database:
@@ -39,6 +47,7 @@ class Database:
         if url.startswith("sqlite"):
             engine = create_engine(url, echo=echo, connect_args={"check_same_thread": False, "timeout": 30})
             event.listen(engine, "connect", _sqlite_pragmas)
+            event.listen(engine, "begin", _sqlite_begin_immediate)
         else:
             engine = create_engine(
                 url, echo=echo, pool_pre_ping=True, pool_size=pool_size, max_overflow=pool_size,

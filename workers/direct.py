@@ -50,5 +50,6 @@ class DirectRunner:
             limited = [a for a in answers if not isinstance(a, Outcome)]
         if outcomes:
             with self.db.transaction() as session:
-                self.add_usage(self.stage.apply(session, outcomes, None))
+                usage = self.stage.apply(session, outcomes, None)
+            self.add_usage(usage)
         return "backoff" if limited else "again"

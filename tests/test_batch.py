@@ -1,0 +1,125 @@
+"""Batch jobs through HTTP with the sandbox: accept, progress, results, download, list, cancel."""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from tests.support.client import Api, header_signature, lot
+
+
+def _lots(image_server, count: int, webhook: str | None = None, prefix: str = "b"):
+    return [lot(f"{prefix}-{i}", [image_server.url(f"/img/{prefix}{i}-1.jpg"), image_server.url(f"/img/{prefix}{i}-2.jpg")],
+                webhook=webhook) for i in range(count)]
+
+
+def test_whole_job_completes_with_every_language(api: Api, image_server):
+    lots = _lots(image_server, 5)
+    lots[1]["images"].append({"url": image_server.url("/missing/x.jpg")})
+    answer = api.generate(lots, languages=["en", "fr", "de"])
+    assert answer.status_code == 201, answer.text
+    accepted = answer.json()
+    assert accepted["status"] == "accepted" and accepted["processing_mode"] == "batch"
+    assert accepted["total_lots"] == 5 and accepted["languages"] == ["en", "fr", "de"]
+    assert accepted["webhook_configured"] is False
+    status = api.wait_status(accepted["job_id"])
+    assert status["status"] == "completed", status
+    assert status["progress"]["processed_lots"] == 5 and status["progress"]["completion_percentage"] == 100.0
+    assert status["processing_details"]["openai_vision_batch_id"].startswith("batch_")
+    assert status["openai_translation_batch_id"] == status["processing_details"]["openai_translation_batch_id"]
+    assert status["token_usage"]["total_tokens"] > 0
+    results = api.results(accepted["job_id"])
+    assert results.status_code == 200
+    body = results.json()
+    assert body["processing_summary"]["processed_lots"] == 5
+    assert body["results"]["processed_lots"] == 5
+    lots_out = body["results"]["lots"]
+    assert [item["lot_id"] for item in lots_out] == [f"b-{i}" for i in range(5)]
+    for item in lots_out:
+        assert item["status"] == "completed"
+        assert [d["language"] for d in item["descriptions"]] == ["en", "fr", "de"]
+    assert lots_out[1]["missing_images"] == [image_server.url("/missing/x.jpg")]
+
+
+def test_download_is_an_attachment_with_the_same_results(api: Api, image_server):
+    job_id = api.generate(_lots(image_server, 3), languages=["en", "es"]).json()["job_id"]
+    api.wait_status(job_id)
+    download = api.get(f"/api/v1/batch-results/{job_id}/download", sign=job_id)
+    assert download.status_code == 200
+    assert download.headers["Content-Disposition"] == f'attachment; filename="batch_results_{job_id}.json"'
+    assert json.loads(download.content)["results"]["lots"] == api.results(job_id).json()["results"]["lots"]
+
+
+def test_results_while_running_are_202(make_live, image_server, sandbox):
+    sandbox.configure(batch_in_progress_seconds=30)
+    api = Api(make_live().url)
+    job_id = api.generate(_lots(image_server, 2)).json()["job_id"]
+    api.wait_status(job_id, statuses=("processing",))
+    answer = api.results(job_id)
+    assert answer.status_code == 202
+    assert answer.json()["error"] == "Job not completed" and "completion_percentage" in answer.json()["progress"]
+
+
+def test_cancel_while_processing_cancels_openai_batch(make_live, image_server, sandbox):
+    sandbox.configure(batch_in_progress_seconds=60)
+    api = Api(make_live().url)
+    job_id = api.generate(_lots(image_server, 3)).json()["job_id"]
+    import time
+    deadline = time.monotonic() + 20
+    while not api.status(job_id).json()["processing_details"]["openai_vision_batch_id"]:
+        assert time.monotonic() < deadline
+        time.sleep(0.1)
+    answer = api.cancel(job_id)
+    assert answer.status_code == 200 and answer.json()["status"] == "cancelled"
+    batch_id = api.status(job_id).json()["openai_vision_batch_id"]
+    import openai
+    client = openai.OpenAI(api_key="x", base_url=sandbox.url)
+    deadline = time.monotonic() + 20
+    while client.batches.retrieve(batch_id).status not in ("cancelling", "cancelled"):
+        assert time.monotonic() < deadline, "the OpenAI batch was not cancelled"
+        time.sleep(0.1)
+    again = api.cancel(job_id)
+    assert again.status_code == 400
+    assert again.json()["error"] == "Job cannot be cancelled" and again.json()["status"] == "cancelled"
+    results = api.results(job_id)
+    assert results.status_code == 409 and results.json()["status"] == "cancelled"
+
+
+def test_list_jobs_filters_and_paginates(api: Api, image_server):
+    ids = [api.generate(_lots(image_server, 2, prefix=f"l{i}")).json()["job_id"] for i in range(3)]
+    for job_id in ids:
+        api.wait_status(job_id)
+    query = "status=completed&limit=2&offset=0"
+    answer = api.get(f"/api/v1/batch-jobs?{query}", sign=query)
+    assert answer.status_code == 200, answer.text
+    body = answer.json()
+    assert body["pagination"] == {"limit": 2, "offset": 0, "total": 3, "has_more": True}
+    assert len(body["jobs"]) == 2 and body["jobs"][0]["status"] == "completed"
+    unsigned = api.http.get(f"{api.base}/api/v1/batch-jobs?{query}")
+    assert unsigned.status_code == 401
+    wrong = api.http.get(f"{api.base}/api/v1/batch-jobs?{query}", headers={"X-Signature": header_signature("limit=2")})
+    assert wrong.status_code == 403
+
+
+def test_unknown_job_is_404_json(api: Api):
+    answer = api.status("00000000-0000-0000-0000-000000000000")
+    assert answer.status_code == 404 and answer.json()["code"] == "JOB_NOT_FOUND"
+
+
+def test_batch_size_limit_is_413(make_live, image_server):
+    api = Api(make_live(MAX_BATCH_SIZE=3).url)
+    answer = api.generate(_lots(image_server, 4))
+    assert answer.status_code == 413
+    assert answer.json()["details"] == {"provided_lots": 4, "max_allowed": 3}
+
+
+@pytest.mark.parametrize("strategy", ["direct", "auto"])
+def test_direct_strategy_runs_through_the_same_storage(make_live, image_server, strategy):
+    api = Api(make_live(BATCH_STRATEGY=strategy).url)
+    job_id = api.generate(_lots(image_server, 4), languages=["en", "it"]).json()["job_id"]
+    status = api.wait_status(job_id)
+    assert status["status"] == "completed"
+    assert status["processing_details"]["strategy"] == "direct"
+    assert status["processing_details"]["openai_vision_batch_id"] is None
+    lots = api.results(job_id).json()["results"]["lots"]
+    assert all([d["language"] for d in item["descriptions"]] == ["en", "it"] for item in lots)
