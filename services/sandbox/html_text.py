@@ -82,7 +82,3 @@ def translate_html(html: str, lang: str) -> str:
         out.append(token[: len(token) - len(stripped)] + f"[{lang}] " + stripped)
     return "".join(out)
 
-
-def tag_sequence(html: str) -> list[str]:
-    """The tags of an HTML text in order, as written (used to check that structure survived)."""
-    return [t for t in _TOKEN.split(html) if t.startswith("<")]
