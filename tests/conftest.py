@@ -163,3 +163,24 @@ def api(live) -> Api:
 @pytest.fixture
 def runtime(live):
     return live.app.extensions["genservice"]
+
+
+@pytest.fixture(scope="module", params=ENGINES)
+def module_live(request, sandbox_server, tmp_path_factory):
+    """One live server per module and engine, for tests that only read or reject (no shared state)."""
+    tmp = tmp_path_factory.mktemp("module")
+    if request.param == "postgresql":
+        url = request.getfixturevalue("pg_url")
+        _truncate_pg(url)
+    else:
+        url = f"sqlite:///{tmp / 'test.db'}"
+    app = create_app(base_config(url, sandbox_server.url, tmp))
+    server = LiveServer(app).start()
+    yield server
+    server.stop()
+    app.extensions["genservice"].close()
+
+
+@pytest.fixture
+def module_api(module_live) -> Api:
+    return Api(module_live.url)

@@ -7,9 +7,9 @@ import requests
 from tests.support.client import Api, body_signature, lot
 
 
-def test_one_car_three_photos_one_missing(api: Api, image_server):
+def test_one_car_three_photos_one_missing(module_api: Api, image_server):
     urls = [image_server.url("/img/front.jpg"), image_server.url("/img/side.jpg"), image_server.url("/missing/rear.jpg")]
-    answer = api.generate([lot("sync-1", urls)], languages=["en", "ru", "de"])
+    answer = module_api.generate([lot("sync-1", urls)], languages=["en", "ru", "de"])
     assert answer.status_code == 200, answer.text
     body = answer.json()
     assert body["processing_mode"] == "synchronous"
@@ -24,43 +24,43 @@ def test_one_car_three_photos_one_missing(api: Api, image_server):
     assert "[ru]" in result["descriptions"][1]["damages"]
 
 
-def test_descriptions_follow_requested_order_without_english(api: Api, image_server):
-    answer = api.generate([lot("sync-2", [image_server.url("/img/a.jpg")])], languages=["de", "pt-BR"])
+def test_descriptions_follow_requested_order_without_english(module_api: Api, image_server):
+    answer = module_api.generate([lot("sync-2", [image_server.url("/img/a.jpg")])], languages=["de", "pt-BR"])
     assert answer.status_code == 200, answer.text
     assert [d["language"] for d in answer.json()["lots"][0]["descriptions"]] == ["de", "pt-BR"]
 
 
-def test_wrong_key_is_403_json(api: Api, image_server):
-    answer = api.generate([lot("sync-3", [image_server.url("/img/a.jpg")])], key="another-key-of-enough-length-0123456789")
+def test_wrong_key_is_403_json(module_api: Api, image_server):
+    answer = module_api.generate([lot("sync-3", [image_server.url("/img/a.jpg")])], key="another-key-of-enough-length-0123456789")
     assert answer.status_code == 403
     assert answer.json()["code"] == "INVALID_SIGNATURE"
 
 
-def test_bare_hex_signature_of_v1_is_accepted(live, image_server):
+def test_bare_hex_signature_of_v1_is_accepted(module_live, image_server):
     lots = [lot("sync-4", [image_server.url("/img/a.jpg")])]
     payload = {"signature": body_signature(lots, prefix=False), "version": "1.0.0", "languages": ["en"], "lots": lots}
-    answer = requests.post(f"{live.url}/api/v1/generate-descriptions", json=payload, timeout=30)
+    answer = requests.post(f"{module_live.url}/api/v1/generate-descriptions", json=payload, timeout=30)
     assert answer.status_code == 200, answer.text
 
 
-def test_missing_signature_is_401(live, image_server):
+def test_missing_signature_is_401(module_live, image_server):
     lots = [lot("sync-5", [image_server.url("/img/a.jpg")])]
-    answer = requests.post(f"{live.url}/api/v1/generate-descriptions", json={"languages": ["en"], "lots": lots}, timeout=30)
+    answer = requests.post(f"{module_live.url}/api/v1/generate-descriptions", json={"languages": ["en"], "lots": lots}, timeout=30)
     assert answer.status_code == 401 and answer.json()["code"] == "MISSING_SIGNATURE"
 
 
-def test_too_few_usable_images_is_422_listing_missing(api: Api, image_server):
+def test_too_few_usable_images_is_422_listing_missing(module_api: Api, image_server):
     urls = [image_server.url("/missing/a.jpg"), image_server.url("/missing/b.jpg"), image_server.url("/img/c.jpg")]
-    answer = api.generate([lot("sync-6", urls)])
+    answer = module_api.generate([lot("sync-6", urls)])
     assert answer.status_code == 422
     body = answer.json()
     assert body["code"] == "NOT_ENOUGH_IMAGES"
     assert body["details"]["missing_images"] == urls[:2]
 
 
-def test_model_markup_is_sanitized(api: Api, image_server, sandbox):
+def test_model_markup_is_sanitized(module_api: Api, image_server, sandbox):
     sandbox.configure(inject_unsafe_markup=True)
-    answer = api.generate([lot("sync-7", [image_server.url("/img/a.jpg")])], languages=["en", "fr"])
+    answer = module_api.generate([lot("sync-7", [image_server.url("/img/a.jpg")])], languages=["en", "fr"])
     assert answer.status_code == 200, answer.text
     for description in answer.json()["lots"][0]["descriptions"]:
         html = description["damages"].lower()
@@ -68,9 +68,9 @@ def test_model_markup_is_sanitized(api: Api, image_server, sandbox):
 
 
 @pytest.mark.parametrize("status,code", [(429, "OPENAI_API_ERROR"), (500, "OPENAI_API_ERROR")])
-def test_upstream_errors_map_to_502(api: Api, image_server, sandbox, status, code):
+def test_upstream_errors_map_to_502(module_api: Api, image_server, sandbox, status, code):
     sandbox.configure(fail_next=[status])
-    answer = api.generate([lot("sync-8", [image_server.url("/img/a.jpg")])])
+    answer = module_api.generate([lot("sync-8", [image_server.url("/img/a.jpg")])])
     assert answer.status_code == 502
     assert answer.json()["code"] == code
 
