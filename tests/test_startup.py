@@ -1,0 +1,43 @@
+"""The developer's first run: `python main.py` with no environment answers /health on SQLite and the sandbox."""
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+
+import requests
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_main_runs_with_no_environment(tmp_path):
+    port = free_port()
+    env = {"PATH": os.environ["PATH"], "PYTHONPATH": ROOT, "PORT": str(port)}
+    process = subprocess.Popen([sys.executable, os.path.join(ROOT, "main.py")], cwd=tmp_path, env=env,
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                answer = requests.get(f"http://127.0.0.1:{port}/health", timeout=2)
+                break
+            except requests.ConnectionError:
+                assert process.poll() is None, process.stdout.read().decode()
+                assert time.monotonic() < deadline, "no answer within 60 s"
+                time.sleep(0.2)
+        assert answer.status_code == 200, answer.text
+        body = answer.json()
+        assert body["database_engine"] == "sqlite" and body["openai"]["mode"] == "sandbox (in-process)"
+        assert (tmp_path / "instance" / "dev_shared_key").exists()
+    finally:
+        process.terminate()
+        process.wait(10)
+        process.stdout.close()
