@@ -41,6 +41,8 @@ def _http_error(exc: HTTPException) -> Response:
         return error_response(413, "PAYLOAD_TOO_LARGE", f"Request body exceeds the limit of {limit:,} bytes",
                               {"max_bytes": limit})
     message = exc.description or TITLES.get(status, "Error")
+    if status == 429:
+        message = f"Rate limit exceeded ({message}); retry after the time in Retry-After"
     if status == 404:
         message = f"No such resource: {request.path}"
     headers = {}

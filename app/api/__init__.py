@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import json
 
-from flask import Blueprint, Flask, current_app, request
+from flask import Blueprint, Flask, current_app, g, request
 
 from services.errors import ServiceError
 
@@ -15,7 +15,9 @@ def runtime():
 
 
 def read_json_object() -> dict:
-    """The body as a JSON object, or 400 INVALID_JSON."""
+    """The body as a JSON object, or 400 INVALID_JSON; parsed once per request."""
+    if "json_body" in g:
+        return g.json_body
     raw = request.get_data(cache=True)
     try:
         body = json.loads(raw)
@@ -23,6 +25,7 @@ def read_json_object() -> dict:
         raise ServiceError(400, "INVALID_JSON", "Request body must be valid JSON", error="Invalid request format") from None
     if not isinstance(body, dict):
         raise ServiceError(400, "INVALID_JSON", "Request body must be a JSON object", error="Invalid request format")
+    g.json_body = body
     return body
 
 

@@ -1,0 +1,38 @@
+"""Rate limits: the 101st sync request inside the window gets 429 with Retry-After; polling likewise."""
+from __future__ import annotations
+
+import requests
+
+from tests.support.client import Api, header_signature, lot
+
+
+def test_101st_sync_request_in_the_window_is_429(make_live):
+    live = make_live(RATELIMIT_ENABLED="true", RATE_LIMIT_SYNC="100/minute")
+    session = requests.Session()
+    lots = [lot("rl-1", ["ftp://not-an-image"])]
+    statuses = [session.post(f"{live.url}/api/v1/generate-descriptions",
+                             json={"signature": "sha256=" + "0" * 64, "lots": lots}, timeout=10).status_code
+                for _ in range(101)]
+    assert statuses[:100] == [403] * 100
+    assert statuses[100] == 429
+    answer = session.post(f"{live.url}/api/v1/generate-descriptions", json={"lots": lots}, timeout=10)
+    assert answer.status_code == 429
+    assert int(answer.headers["Retry-After"]) > 0
+    assert answer.json()["code"] == "RATE_LIMITED"
+
+
+def test_batch_requests_have_their_own_limit(make_live, image_server):
+    live = make_live(RATELIMIT_ENABLED="true", RATE_LIMIT_BATCH="2/minute", RATE_LIMIT_SYNC="100/minute")
+    api = Api(live.url)
+    lots = [lot(f"rl-b{i}", [image_server.url("/img/a.jpg")]) for i in range(2)]
+    assert [api.generate(lots).status_code for _ in range(3)] == [201, 201, 429]
+    assert api.generate(lots[:1]).status_code == 200
+
+
+def test_polling_limit(make_live):
+    live = make_live(RATELIMIT_ENABLED="true", RATE_LIMIT_POLLING="5/minute")
+    job_id = "00000000-0000-0000-0000-000000000000"
+    headers = {"X-Signature": header_signature(job_id)}
+    codes = [requests.get(f"{live.url}/api/v1/batch-status/{job_id}", headers=headers, timeout=10).status_code
+             for _ in range(6)]
+    assert codes == [404] * 5 + [429]
