@@ -43,6 +43,7 @@ class Runtime:
             ModelSettings(settings.openai_model_vision, settings.openai_model_translation,
                           settings.openai_reasoning_effort, settings.openai_max_tokens, settings.openai_temperature),
             on_error=self.metrics.openai_error,
+            on_repairs=self.metrics.model_repairs,
         )
         self.policy = OutboundPolicy(allow_private=settings.allow_private_urls,
                                      allowed_hosts=settings.outbound_allowed_hosts)

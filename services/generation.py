@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from services.errors import ServiceError
+from services.findings import lot_fields
 from services.images import ImageChecker, ImageCheckResult, required_images
 from services.openai_client import OpenAIGateway, Usage
 
@@ -27,6 +28,7 @@ class LotDescription:
     missing_images: list[str]
     english: str
     descriptions: dict[str, str]
+    report: dict[str, Any] = field(default_factory=dict)
     usage: Usage = field(default_factory=Usage)
 
     def as_dict(self, languages: list[str]) -> dict[str, Any]:
@@ -36,6 +38,7 @@ class LotDescription:
             "processed_images": self.processed_images,
             "descriptions": [{"language": code, "damages": self.descriptions[code]} for code in languages],
             "missing_images": self.missing_images,
+            **lot_fields(self.report),
         }
 
 
@@ -77,9 +80,10 @@ class Generator:
     def describe(self, lot_id: str, image_urls: list[str], additional_info: str, languages: list[str],
                  checked: ImageCheckResult | None = None) -> LotDescription:
         checked = checked or self.check_images(image_urls)
-        vision = self.ai.describe(checked.valid_urls, additional_info)
+        sent = [index for index, check in enumerate(checked.checks) if check.ok]
+        vision = self.ai.describe(checked.valid_urls, additional_info, sent)
         texts, usage = self.translate(vision.html, languages)
         usage.add(vision.usage)
         return LotDescription(lot_id=lot_id, processed_images=len(checked.valid_urls),
                               missing_images=checked.missing_urls, english=vision.html,
-                              descriptions=texts, usage=usage)
+                              descriptions=texts, report=vision.report, usage=usage)

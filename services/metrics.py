@@ -27,11 +27,19 @@ class Metrics:
         self.db_ops = Counter("database_operations_total", "Database operations", ["operation"], registry=r)
         self.http = Counter("http_requests_total", "HTTP requests by route and status", ["endpoint", "status"],
                             registry=r)
+        self.repairs = Counter("model_output_repairs_total", "Vision answers repaired: findings dropped or fields fixed",
+                               ["kind"], registry=r)
         self.worker_beat = Gauge("background_worker_last_beat_seconds", "Unix time of the worker's last loop",
                                  registry=r, multiprocess_mode="max")
 
     def openai_error(self, api: str) -> None:
         self.openai_errors.labels(api=api).inc()
+
+    def model_repairs(self, repairs) -> None:
+        if repairs.dropped:
+            self.repairs.labels(kind="dropped_finding").inc(repairs.dropped)
+        if repairs.fixed:
+            self.repairs.labels(kind="fixed_field").inc(repairs.fixed)
 
     def db(self, operation: str, count: int = 1) -> None:
         self.db_ops.labels(operation=operation).inc(count)

@@ -10,6 +10,7 @@ import openai
 from openai import OpenAI
 
 from services.errors import UpstreamError
+from services.findings import Repairs, UnusableReport, normalize, render_html
 from services.prompts import is_reasoning_model, translation_request, vision_request
 from services.sanitize import sanitize_html
 
@@ -38,7 +39,9 @@ class Usage:
 @dataclass
 class VisionResult:
     html: str
+    report: dict[str, Any]
     usage: Usage = field(default_factory=Usage)
+    repairs: Repairs = field(default_factory=Repairs)
 
 
 @dataclass
@@ -118,10 +121,12 @@ def parse_translations(text: str, languages: list[str]) -> dict[str, str]:
 class OpenAIGateway:
     """Vision and translation calls plus the Batch API primitives, through one SDK client."""
 
-    def __init__(self, client: OpenAI, models: ModelSettings, on_error: Callable[[str], None] | None = None):
+    def __init__(self, client: OpenAI, models: ModelSettings, on_error: Callable[[str], None] | None = None,
+                 on_repairs: Callable[[Repairs], None] | None = None):
         self.client = client
         self.models = models
         self._on_error = on_error or (lambda api: None)
+        self._on_repairs = on_repairs or (lambda repairs: None)
 
     def _call(self, api: str, fn: Callable[[], Any]) -> Any:
         try:
@@ -143,21 +148,25 @@ class OpenAIGateway:
                                    temperature=m.temperature)
 
     # direct calls
-    def describe(self, image_urls: list[str], additional_info: str) -> VisionResult:
+    def describe(self, image_urls: list[str], additional_info: str, photo_indexes: list[int]) -> VisionResult:
         response = self._call("vision", lambda: self.client.responses.create(**self.vision_body(image_urls, additional_info)))
-        return self.read_vision(response)
+        return self.read_vision(response, photo_indexes)
 
-    def read_vision(self, response: Any) -> VisionResult:
+    def read_vision(self, response: Any, photo_indexes: list[int]) -> VisionResult:
+        """Findings repaired and counted, and the English HTML rendered from them (never model markup)."""
         try:
-            html = sanitize_html(response_text(response))
-        except ValueError as exc:
+            report, repairs = normalize(response_text(response), photo_indexes)
+        except (ValueError, UnusableReport) as exc:
             self._on_error("vision")
-            raise UpstreamError("OpenAI vision answer was incomplete", upstream_message=str(exc), api="vision") from exc
-        if not html:
-            self._on_error("vision")
-            raise UpstreamError("OpenAI vision answer was empty", api="vision")
+            raise UpstreamError("OpenAI vision answer could not be used", upstream_message=str(exc)[:300],
+                                api="vision") from exc
+        if repairs.dropped or repairs.fixed:
+            self._on_repairs(repairs)
+            log.info("vision answer repaired: %d findings dropped, %d fields fixed (%s)", repairs.dropped,
+                     repairs.fixed, "; ".join(repairs.reasons[:5]))
         usage = response.get("usage") if isinstance(response, dict) else response.usage
-        return VisionResult(html=html, usage=Usage.of(usage))
+        return VisionResult(html=sanitize_html(render_html(report)), report=report, usage=Usage.of(usage),
+                            repairs=repairs)
 
     def translate(self, html: str, languages: list[str]) -> TranslationResult:
         response = self._call("translation", lambda: self.client.responses.create(**self.translation_body(html, languages)))

@@ -7,29 +7,29 @@ from __future__ import annotations
 
 from typing import Any
 
+from services.findings import report_schema
 from services.languages import language_name
 
 VISION_INSTRUCTIONS = """\
-You are a vehicle damage inspector writing the damage section of a car auction listing.
-You receive photos of one vehicle and, sometimes, notes from the seller.
+You are a vehicle damage inspector filling in the damage report of a car auction listing.
+You receive numbered photos of one vehicle and, sometimes, notes from the seller.
 
 Rules:
-- Describe only damage you can actually see in the photos. Do not guess at hidden,
-  mechanical or structural damage you cannot see, and do not invent damage.
+- Report only damage you can actually see in the photos. Do not guess at hidden, mechanical or
+  structural damage you cannot see, and never invent damage.
 - Dirt, dust, water drops, reflections, glare, shadows and compression artefacts are not damage.
-- For each damaged area name the panel or part (for example front bumper, hood, left front door,
-  windshield, right rear wheel), the kind of damage (scratch, dent, crack, broken, missing, rust,
-  paint damage, deformation) and its severity (minor, moderate or severe).
-- Left and right are as seen from the driver's seat.
-- The seller's notes are context, not fact: mention a claim from them only if the photos confirm it,
-  and never repeat a claim the photos contradict.
-- If no damage is visible, say so plainly in one sentence.
-- If the photos do not show some sides of the vehicle, say which views are missing.
-- Write in English, factual and concise, without marketing language, prices or repair advice.
-
-Output format: HTML only, using just these tags: <h3>, <p>, <ul>, <li>, <strong>.
-No attributes, no other tags, no Markdown, no code fences. Start with a one-sentence <p> summary,
-then a <ul> with one <li> per damaged area, the part name in <strong>.
+- One finding per damaged area: the part, the side, the kind of damage, its severity (minor,
+  moderate, severe), the numbers of the photos where it is visible (photo 1 is the first photo),
+  and one short factual English sentence.
+- Sides are as seen from the driver's seat: left is the driver's left. Use front, rear or center
+  for parts that are not on one side (hood, roof, bumpers, windshield).
+- The seller's notes are context, not fact: report a claimed damage only if a photo shows it.
+- If nothing is visible, return no findings and set no_visible_damage to true.
+- primary_damage and secondary_damage summarise the findings in auction terms (front_end, rear_end,
+  left_side, right_side, all_over, hail, minor_dents_scratches, ...); secondary_damage is null when
+  there is none.
+- coverage lists which views the photos show (front, rear, left, right, interior, odometer,
+  engine_bay) and which are missing.
 """
 
 TRANSLATION_INSTRUCTIONS = """\
@@ -48,11 +48,15 @@ def vision_request(model: str, image_urls: list[str], additional_info: str, *, m
         "type": "input_text",
         "text": f"Seller's notes (context, not fact): {notes}\nNumber of photos: {len(image_urls)}",
     }]
-    content += [{"type": "input_image", "image_url": url, "detail": detail} for url in image_urls]
+    for number, url in enumerate(image_urls, start=1):
+        content.append({"type": "input_text", "text": f"Photo {number}:"})
+        content.append({"type": "input_image", "image_url": url, "detail": detail})
     request: dict[str, Any] = {
         "model": model,
         "instructions": VISION_INSTRUCTIONS,
         "input": [{"role": "user", "content": content}],
+        "text": {"format": {"type": "json_schema", "name": "damage_report", "strict": True,
+                            "schema": report_schema()}},
         "max_output_tokens": max_output_tokens,
     }
     if reasoning_effort and is_reasoning_model(model):

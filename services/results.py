@@ -13,6 +13,7 @@ from sqlalchemy import select
 from database import Database
 from database.models import BatchJob, BatchLot, BatchResult
 from services.clock import iso
+from services.findings import lot_fields
 
 PAGE = 500
 
@@ -50,6 +51,8 @@ def lot_view(lot: BatchLot, languages: list[str], texts: dict[str, str]) -> dict
         if lot.status == "completed" else [],
         "missing_images": lot.missing_images or [],
     }
+    if lot.status == "completed":
+        view.update(lot_fields(lot.findings))
     if lot.status == "failed":
         view["error"] = lot.error_message or "Processing failed"
     return view

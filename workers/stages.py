@@ -16,6 +16,7 @@ from database.models import BatchJob, BatchLot, BatchResult
 from database.upsert import insert_ignore
 from services.clock import utcnow
 from services.errors import ServiceError
+from services.findings import photo_indexes
 from services.generation import is_english
 from services.openai_client import OpenAIGateway, Usage
 
@@ -107,9 +108,10 @@ class VisionStage(Stage):
         return self.ai.vision_body(lot.usable_images or [], lot.additional_info or "")
 
     def success_values(self, lot, body):
-        result = self.ai.read_vision(body)
-        return ({"status": "described", "description_en": result.html,
-                 "processed_images": len(lot.usable_images or [])}, [], result.usage)
+        usable = lot.usable_images or []
+        result = self.ai.read_vision(body, photo_indexes(lot.image_urls, usable))
+        return ({"status": "described", "description_en": result.html, "findings": result.report,
+                 "processed_images": len(usable)}, [], result.usage)
 
 
 class TranslationStage(Stage):

@@ -14,8 +14,9 @@ from dataclasses import dataclass
 from typing import Any, Mapping
 
 from services.sandbox import ids
+from services.sandbox.damage_report import damage_report, is_damage_report
 from services.sandbox.errors import invalid_request
-from services.sandbox.html_text import contains_html, damage_html, extract_html, translate_html
+from services.sandbox.html_text import UNSAFE_MARKUP, contains_html, damage_html, extract_html, translate_html
 from services.sandbox.prompt import Prompt, parse_chat_body, parse_responses_body
 from services.sandbox.schema_fill import fill_schema, seed_from
 
@@ -92,12 +93,15 @@ def _echo(prompt: Prompt) -> str:
 
 
 def _structured(prompt: Prompt, unsafe: bool) -> Any:
+    if prompt.is_vision and is_damage_report(prompt.schema):
+        return damage_report(prompt.schema, prompt.image_urls, "\n".join(prompt.texts))
     source = _html_source(prompt)
     vision_html = damage_html(prompt.image_urls, "\n".join(prompt.texts), unsafe=unsafe) if prompt.is_vision else None
 
     def object_for(schema: Mapping[str, Any]) -> dict[str, Any] | None:
         codes = _language_properties(schema) if source is not None else None
-        return {code: translate_html(source, code) for code in codes} if codes else None
+        extra = UNSAFE_MARKUP if unsafe else ""
+        return {code: translate_html(source, code) + extra for code in codes} if codes else None
 
     def string_for(name: str, schema: Mapping[str, Any]) -> str | None:
         if vision_html is not None and ("html" in name.lower() or "description" in name.lower()):

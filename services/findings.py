@@ -1,0 +1,214 @@
+"""Structured damage findings: the schema the vision model must answer in, its repair, its HTML.
+
+The model answers with findings (part, side, damage type, severity, photos, note) under a strict
+JSON schema. Its answer is still untrusted: unknown values, photos that do not exist and
+contradictions are repaired or dropped and counted. The English HTML is rendered here from the
+findings with one template, so every car's description has the same structure and no model markup.
+"""
+from __future__ import annotations
+
+import html
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+PARTS = (
+    "front_bumper", "rear_bumper", "hood", "roof", "trunk_lid", "tailgate", "front_fender", "rear_quarter_panel",
+    "front_door", "rear_door", "rocker_panel", "pillar", "mirror", "grille", "headlight", "taillight", "fog_light",
+    "windshield", "rear_window", "side_window", "sunroof", "wheel", "tire", "undercarriage", "engine_bay",
+    "license_plate", "seat", "dashboard", "steering_wheel", "airbag", "interior_trim", "other",
+)
+SIDES = ("left", "right", "front", "rear", "center")
+DAMAGE_TYPES = ("scratch", "dent", "crack", "broken", "missing", "rust", "paint", "deformation", "glass", "other")
+SEVERITIES = ("minor", "moderate", "severe")
+AUCTION_DAMAGE = (
+    "none", "front_end", "rear_end", "left_side", "right_side", "side", "roof", "all_over", "hail",
+    "minor_dents_scratches", "undercarriage", "interior", "burn", "water_flood", "vandalism", "normal_wear",
+    "unknown",
+)
+VIEWS = ("front", "rear", "left", "right", "interior", "odometer", "engine_bay")
+NOTE_MAX = 300
+
+
+def _enum(values: tuple[str, ...]) -> dict[str, Any]:
+    return {"type": "string", "enum": list(values)}
+
+
+def report_schema() -> dict[str, Any]:
+    """The strict JSON schema of the vision answer (Responses API ``text.format``)."""
+    finding = {
+        "type": "object",
+        "properties": {
+            "part": _enum(PARTS),
+            "side": _enum(SIDES),
+            "damage_type": _enum(DAMAGE_TYPES),
+            "severity": _enum(SEVERITIES),
+            "photos": {"type": "array", "items": {"type": "integer"},
+                       "description": "numbers of the photos (1 = first photo) where this damage is visible"},
+            "note": {"type": "string", "description": "one short English sentence about this damage"},
+        },
+        "required": ["part", "side", "damage_type", "severity", "photos", "note"],
+        "additionalProperties": False,
+    }
+    views = {"type": "array", "items": _enum(VIEWS)}
+    return {
+        "type": "object",
+        "properties": {
+            "findings": {"type": "array", "items": finding},
+            "no_visible_damage": {"type": "boolean"},
+            "primary_damage": _enum(AUCTION_DAMAGE),
+            "secondary_damage": {"anyOf": [_enum(AUCTION_DAMAGE), {"type": "null"}]},
+            "coverage": {"type": "object", "properties": {"views_present": views, "views_missing": views},
+                         "required": ["views_present", "views_missing"], "additionalProperties": False},
+        },
+        "required": ["findings", "no_visible_damage", "primary_damage", "secondary_damage", "coverage"],
+        "additionalProperties": False,
+    }
+
+
+@dataclass
+class Repairs:
+    dropped: int = 0
+    fixed: int = 0
+    reasons: list[str] = field(default_factory=list)
+
+    def drop(self, reason: str) -> None:
+        self.dropped += 1
+        self.reasons.append(reason)
+
+    def fix(self, reason: str) -> None:
+        self.fixed += 1
+        self.reasons.append(reason)
+
+
+class UnusableReport(ValueError):
+    """The whole answer cannot be used (not JSON, not an object, no findings list)."""
+
+
+def _token(value: Any) -> str:
+    return str(value).strip().lower().replace(" ", "_").replace("-", "_") if isinstance(value, str) else ""
+
+
+def _finding(raw: Any, photo_indexes: list[int], repairs: Repairs) -> dict[str, Any] | None:
+    if not isinstance(raw, dict):
+        repairs.drop("finding is not an object")
+        return None
+    part = _token(raw.get("part"))
+    if part not in PARTS:
+        repairs.drop(f"unknown part {raw.get('part')!r}")
+        return None
+    severity = _token(raw.get("severity"))
+    if severity not in SEVERITIES:
+        repairs.drop(f"unknown severity {raw.get('severity')!r}")
+        return None
+    side = _token(raw.get("side"))
+    if side not in SIDES:
+        repairs.fix(f"unknown side {raw.get('side')!r}")
+        side = "center"
+    damage_type = _token(raw.get("damage_type"))
+    if damage_type not in DAMAGE_TYPES:
+        repairs.fix(f"unknown damage type {raw.get('damage_type')!r}")
+        damage_type = "other"
+    cited = raw.get("photos") if isinstance(raw.get("photos"), list) else []
+    photos = sorted({photo_indexes[n - 1] for n in cited
+                     if isinstance(n, int) and not isinstance(n, bool) and 1 <= n <= len(photo_indexes)})
+    if len(photos) != len(cited):
+        repairs.fix("photo numbers outside the photos sent")
+    if not photos:
+        repairs.drop("finding cites no existing photo")
+        return None
+    note = raw.get("note") if isinstance(raw.get("note"), str) else ""
+    return {"part": part, "side": side, "damage_type": damage_type, "severity": severity, "photos": photos,
+            "note": " ".join(note.split())[:NOTE_MAX]}
+
+
+def _damage_value(value: Any) -> str | None:
+    token = _token(value)
+    return token if token in AUCTION_DAMAGE else None
+
+
+def _views(value: Any) -> list[str]:
+    items = value if isinstance(value, list) else []
+    return [view for view in VIEWS if view in {_token(v) for v in items}]
+
+
+def normalize(answer: str | dict, photo_indexes: list[int]) -> tuple[dict[str, Any], Repairs]:
+    """Turn the model's answer into a clean report; ``photo_indexes[k]`` is the request index of photo k+1."""
+    try:
+        data = json.loads(answer) if isinstance(answer, str) else answer
+    except ValueError as exc:
+        raise UnusableReport(f"answer is not JSON: {exc}") from None
+    if not isinstance(data, dict) or not isinstance(data.get("findings"), list):
+        raise UnusableReport("answer has no findings list")
+    repairs = Repairs()
+    findings = [f for f in (_finding(raw, photo_indexes, repairs) for raw in data["findings"]) if f]
+    no_damage = not findings
+    if data.get("no_visible_damage") is not no_damage:
+        repairs.fix("no_visible_damage contradicted the findings")
+    primary = _damage_value(data.get("primary_damage"))
+    if no_damage:
+        primary = "none"
+    elif primary in (None, "none"):
+        repairs.fix("primary_damage missing or 'none' with findings")
+        primary = "unknown"
+    secondary = _damage_value(data.get("secondary_damage"))
+    if secondary in ("none", primary) or no_damage:
+        secondary = None
+    coverage = data.get("coverage") if isinstance(data.get("coverage"), dict) else {}
+    present = _views(coverage.get("views_present"))
+    missing = [view for view in VIEWS if view not in present]
+    report = {"findings": findings, "no_visible_damage": no_damage, "primary_damage": primary,
+              "secondary_damage": secondary, "coverage": {"views_present": present, "views_missing": missing}}
+    return report, repairs
+
+
+def _label(value: str) -> str:
+    return value.replace("_", " ")
+
+
+def render_html(report: dict[str, Any]) -> str:
+    """English HTML with exactly one <li> per finding; the structure never depends on the model."""
+    findings = report["findings"]
+    parts = []
+    if not findings:
+        parts.append("<p>No visible damage in the photos provided.</p>")
+    else:
+        count = len(findings)
+        summary = f"Visible damage in {count} area{'s' if count != 1 else ''}; primary damage: " \
+                  f"{_label(report['primary_damage'])}"
+        if report.get("secondary_damage"):
+            summary += f", secondary damage: {_label(report['secondary_damage'])}"
+        parts.append(f"<p>{html.escape(summary)}.</p>")
+        items = []
+        for f in findings:
+            where = _label(f["part"]) if f["side"] == "center" else f"{f['side']} {_label(f['part'])}"
+            text = f"{f['severity']} {_label(f['damage_type'])}"
+            note = f" {f['note']}" if f["note"] else ""
+            items.append(f"<li><strong>{html.escape(where.capitalize())}</strong>: "
+                         f"{html.escape(text)}.{html.escape(note)}</li>")
+        parts.append("<ul>" + "".join(items) + "</ul>")
+    missing = report["coverage"]["views_missing"]
+    if missing:
+        parts.append(f"<p>Not shown in the photos: {html.escape(', '.join(_label(v) for v in missing))}.</p>")
+    return "".join(parts)
+
+
+def lot_fields(report: dict[str, Any] | None) -> dict[str, Any]:
+    """The fields a lot result gains; empty for a lot without a report (failed, or described before)."""
+    if not report:
+        return {}
+    return {key: report[key] for key in ("findings", "primary_damage", "secondary_damage", "no_visible_damage",
+                                         "coverage")}
+
+
+def photo_indexes(image_urls: list[str], usable: list[str]) -> list[int]:
+    """Positions in the request's ``images`` of the photos sent to the model, in the order sent."""
+    taken: set[int] = set()
+    indexes = []
+    for url in usable:
+        for i, candidate in enumerate(image_urls):
+            if candidate == url and i not in taken:
+                taken.add(i)
+                indexes.append(i)
+                break
+    return indexes
