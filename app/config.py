@@ -157,6 +157,8 @@ class Settings:
     worker_enabled: bool = True
     worker_poll_interval: float = 30.0
     worker_lease_seconds: float = 30.0
+    # test-only: the worker exits (status 137, like kill -9) at this named point; see workers/faults.py
+    crash_after: str | None = None
     # rate limits
     rate_limit_sync: str = "100/minute"
     rate_limit_batch: str = "10/minute"
@@ -238,6 +240,7 @@ class Settings:
             worker_enabled=_bool(env, "WORKER_ENABLED", True),
             worker_poll_interval=_number(env, "WORKER_POLL_INTERVAL", 30.0, float, 0.05),
             worker_lease_seconds=_number(env, "WORKER_LEASE_SECONDS", 30.0, float, 1.0),
+            crash_after=_str(env, "GENSERVICE_CRASH_AFTER"),
             rate_limit_sync=_rate(env, "RATE_LIMIT_SYNC", "100/minute"),
             rate_limit_batch=_rate(env, "RATE_LIMIT_BATCH", "10/minute"),
             rate_limit_polling=_rate(env, "RATE_LIMIT_POLLING", "1000/minute"),
