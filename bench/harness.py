@@ -1,0 +1,440 @@
+"""What every bench needs: a scratch PostgreSQL database, the OpenAI sandbox, the loopback image
+server and the service under gunicorn, each on 127.0.0.1, all torn down on exit, failure or Ctrl-C.
+
+Only the bench scripts import this. Progress goes to stderr (``note``); stdout is left for the
+markdown table.
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass, field
+from typing import Iterator, Sequence
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+if ROOT not in sys.path:
+    sys.path.insert(0, ROOT)
+
+HOST = "127.0.0.1"
+PG_ADMIN_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
+BENCH_KEY = "bench-shared-key-0123456789-abcdefghijklmnop"
+PYTHON = sys.executable
+
+_started = time.monotonic()
+
+
+def note(message: str) -> None:
+    print(f"[{time.monotonic() - _started:7.1f}s] {message}", file=sys.stderr, flush=True)
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((HOST, 0))
+        return sock.getsockname()[1]
+
+
+def median(values: Sequence[float]) -> float:
+    return statistics.median(values) if values else float("nan")
+
+
+def markdown_table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
+    lines = ["| " + " | ".join(headers) + " |", "|" + "|".join("---" for _ in headers) + "|"]
+    lines += ["| " + " | ".join(str(cell) for cell in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+# ---- signals ---------------------------------------------------------------------------------
+
+class Interrupted(Exception):
+    pass
+
+
+def install_signal_handlers() -> None:
+    """SIGTERM/SIGHUP unwind the stack like Ctrl-C does, so every ``finally`` and ExitStack runs."""
+    def handler(signum, _frame):
+        raise Interrupted(f"signal {signum}")
+    for signum in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(signum, handler)
+
+
+# ---- processes -------------------------------------------------------------------------------
+
+class Process:
+    """A child in its own process group, so the group (e.g. gunicorn and its workers) can be ended."""
+
+    def __init__(self, name: str, argv: list[str], env: dict[str, str] | None = None, log_dir: str | None = None,
+                 stdout=None):
+        self.name = name
+        self.log_path = os.path.join(log_dir, f"{name}.log") if log_dir else None
+        self._log = open(self.log_path, "wb") if self.log_path else subprocess.DEVNULL
+        self.proc = subprocess.Popen(argv, cwd=ROOT, env=env, stdin=subprocess.DEVNULL,
+                                     stdout=stdout if stdout is not None else self._log,
+                                     stderr=self._log, start_new_session=True)
+        self.pid = self.proc.pid
+
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    def stop(self, timeout: float = 15.0) -> None:
+        if self.proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                note(f"{self.name} did not stop in {timeout:.0f}s; killing it")
+        # the group may outlive its leader (workers of a killed master): end whatever is left of it
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(self.pid, signal.SIGKILL)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            self.proc.wait(5)
+        if self._log is not subprocess.DEVNULL:
+            self._log.close()
+
+    def tail(self, lines: int = 30) -> str:
+        if not self.log_path or not os.path.exists(self.log_path):
+            return ""
+        with open(self.log_path, "rb") as fh:
+            return b"\n".join(fh.read().splitlines()[-lines:]).decode(errors="replace")
+
+
+def wait_http(url: str, timeout: float, process: Process | None = None, ok=(200,)) -> None:
+    deadline = time.monotonic() + timeout
+    last = None
+    while time.monotonic() < deadline:
+        if process is not None and not process.alive():
+            raise RuntimeError(f"{process.name} exited with {process.proc.returncode}:\n{process.tail()}")
+        try:
+            with urllib.request.urlopen(url, timeout=2) as response:
+                if response.status in ok:
+                    return
+                last = response.status
+        except urllib.error.HTTPError as exc:
+            last = exc.code
+        except OSError as exc:
+            last = exc
+        time.sleep(0.1)
+    tail = process.tail() if process is not None else ""
+    raise RuntimeError(f"{url} not ready after {timeout:.0f}s (last: {last})\n{tail}")
+
+
+# ---- PostgreSQL --------------------------------------------------------------------------------
+
+@contextlib.contextmanager
+def scratch_database(name: str) -> Iterator[str]:
+    """Create ``name`` afresh (dropping a leftover), yield its URL, drop it afterwards."""
+    import psycopg
+
+    def admin(sql: str) -> None:
+        with psycopg.connect(PG_ADMIN_URL, autocommit=True) as conn:
+            conn.execute(sql)
+
+    admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    admin(f'CREATE DATABASE "{name}"')
+    note(f"database {name} created")
+    try:
+        yield f"postgresql://postgres@127.0.0.1:5432/{name}"
+    finally:
+        try:
+            admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+            note(f"database {name} dropped")
+        except Exception as exc:  # the bench result matters more than the cleanup error
+            note(f"could not drop database {name}: {exc}")
+
+
+# ---- the pieces ------------------------------------------------------------------------------
+
+@dataclass
+class SandboxOptions:
+    vision_latency: float = 0.0
+    text_latency: float = 0.0
+    batch_validating_seconds: float = 0.0
+    batch_in_progress_seconds: float = 0.0
+    batch_finalizing_seconds: float = 0.0
+
+    def argv(self) -> list[str]:
+        return ["--vision-latency", str(self.vision_latency), "--text-latency", str(self.text_latency),
+                "--batch-validating-seconds", str(self.batch_validating_seconds),
+                "--batch-in-progress-seconds", str(self.batch_in_progress_seconds),
+                "--batch-finalizing-seconds", str(self.batch_finalizing_seconds)]
+
+
+# socketserver's default listen backlog is 5: 16 image checks connecting at once overflow it and the
+# kernel drops SYNs, which costs a 1 s retransmit. A real image host (a CDN) has a deep backlog, so
+# the bench gives the test fixture one too.
+IMAGE_SERVER_CODE = """
+import signal, sys, threading
+from tests.support import image_server
+from tests.support.image_server import ImageServer
+image_server._Server.request_queue_size = 4096
+server = ImageServer("127.0.0.1").start()
+print(server.port, flush=True)
+stopped = threading.Event()
+signal.signal(signal.SIGTERM, lambda *_: stopped.set())
+try:
+    stopped.wait()
+except KeyboardInterrupt:
+    pass
+server.stop()
+"""
+
+
+@dataclass
+class Stack:
+    """The running pieces; ``service_url`` is the gunicorn (or main.py) server."""
+    workdir: str
+    database_url: str
+    sandbox_url: str
+    image_base: str
+    service_url: str
+    server: Process
+    processes: list[Process] = field(default_factory=list)
+
+    def worker_pids(self) -> list[int]:
+        """The gunicorn worker processes (children of the master), or the server itself for main.py."""
+        children = _children(self.server.pid)
+        return children or [self.server.pid]
+
+
+def _children(pid: int) -> list[int]:
+    try:
+        with open(f"/proc/{pid}/task/{pid}/children") as fh:
+            return [int(p) for p in fh.read().split()]
+    except OSError:
+        found = []
+        for entry in os.listdir("/proc"):
+            if entry.isdigit():
+                try:
+                    with open(f"/proc/{entry}/stat") as fh:
+                        if int(fh.read().rsplit(")", 1)[1].split()[1]) == pid:
+                            found.append(int(entry))
+                except (OSError, ValueError, IndexError):
+                    pass
+        return found
+
+
+def start_image_server(stack: contextlib.ExitStack, log_dir: str) -> str:
+    process = Process("image-server", [PYTHON, "-c", IMAGE_SERVER_CODE], env=dict(os.environ, PYTHONPATH=ROOT),
+                      log_dir=log_dir, stdout=subprocess.PIPE)
+    stack.callback(process.stop)
+    line = process.proc.stdout.readline().decode().strip()
+    if not line.isdigit():
+        raise RuntimeError(f"image server did not start:\n{process.tail()}")
+    base = f"http://{HOST}:{int(line)}"
+    wait_http(f"{base}/img/probe.jpg", 10, process)
+    note(f"image server on {base}")
+    return base
+
+
+def start_sandbox(stack: contextlib.ExitStack, log_dir: str, options: SandboxOptions) -> str:
+    port = free_port()
+    process = Process("sandbox", [PYTHON, "-m", "services.sandbox", "--host", HOST, "--port", str(port),
+                                  *options.argv()], env=dict(os.environ), log_dir=log_dir)
+    stack.callback(process.stop)
+    root = f"http://{HOST}:{port}"
+    wait_http(f"{root}/sandbox/config", 20, process)
+    note(f"sandbox on {root} ({' '.join(options.argv())})")
+    return f"{root}/v1"
+
+
+def service_env(database_url: str, sandbox_url: str, workdir: str, extra: dict[str, str] | None = None) -> dict[str, str]:
+    env = dict(os.environ)
+    for name in list(env):  # the service reads only what the bench sets
+        if name.startswith(("OPENAI_", "SANDBOX_", "GUNICORN_", "PROMETHEUS_")) or name in (
+                "DATABASE_URL", "SHARED_KEY", "SHARED_KEYS", "BATCH_VALIDATE_IMAGES", "WORKER_ENABLED"):
+            del env[name]
+    metrics_dir = os.path.join(workdir, "metrics")
+    os.makedirs(metrics_dir, exist_ok=True)
+    env.update({
+        "DATABASE_URL": database_url,
+        "SHARED_KEY": BENCH_KEY,
+        "OPENAI_BASE_URL": sandbox_url,
+        "OPENAI_API_KEY": "",
+        "ALLOW_PRIVATE_URLS": "true",
+        "OUTBOUND_ALLOWED_HOSTS": "127.0.0.1,localhost,::1",
+        "RATELIMIT_ENABLED": "false",
+        "LOG_LEVEL": "warning",
+        "INSTANCE_PATH": os.path.join(workdir, "instance"),
+        "PROMETHEUS_MULTIPROC_DIR": metrics_dir,
+        "PYTHONUNBUFFERED": "1",
+    })
+    env.update(extra or {})
+    return env
+
+
+def start_service(stack: contextlib.ExitStack, log_dir: str, env: dict[str, str], server: str = "gunicorn",
+                  workers: int | None = None) -> tuple[str, Process]:
+    port = free_port()
+    env = dict(env, HOST=HOST, PORT=str(port), GUNICORN_BIND=f"{HOST}:{port}")
+    if workers is not None:
+        env["GUNICORN_WORKERS"] = str(workers)
+    if server == "gunicorn":
+        argv = [os.path.join(os.path.dirname(PYTHON), "gunicorn"), "-c", "gunicorn.conf.py", "main:app"]
+    else:
+        argv = [PYTHON, "main.py"]
+    process = Process("service", argv, env=env, log_dir=log_dir)
+    stack.callback(process.stop)
+    url = f"http://{HOST}:{port}"
+    wait_http(f"{url}/health", 60, process)
+    note(f"service ({server}) on {url}, pid {process.pid}")
+    return url, process
+
+
+@contextlib.contextmanager
+def running_stack(db_name: str, sandbox: SandboxOptions, service_extra: dict[str, str] | None = None,
+                  server: str = "gunicorn", workers: int | None = None, keep_logs: bool = False) -> Iterator[Stack]:
+    install_signal_handlers()
+    workdir = tempfile.mkdtemp(prefix="genservice-bench-")
+    with contextlib.ExitStack() as stack:
+        stack.callback(_remove_workdir, workdir, keep_logs)
+        database_url = stack.enter_context(scratch_database(db_name))
+        image_base = start_image_server(stack, workdir)
+        sandbox_url = start_sandbox(stack, workdir, sandbox)
+        env = service_env(database_url, sandbox_url, workdir, service_extra)
+        url, process = start_service(stack, workdir, env, server=server, workers=workers)
+        running = Stack(workdir, database_url, sandbox_url, image_base, url, process)
+        # wait until every gunicorn worker has booted (each runs the migrations and starts its worker thread)
+        expected = workers if workers is not None else min(4, (os.cpu_count() or 1) * 2)
+        if server == "gunicorn":
+            deadline = time.monotonic() + 30
+            while len(running.worker_pids()) < expected and time.monotonic() < deadline:
+                time.sleep(0.1)
+        try:
+            yield running
+        except BaseException:
+            note(f"service log tail:\n{process.tail(40)}")
+            raise
+
+
+def _remove_workdir(path: str, keep: bool) -> None:
+    if keep:
+        note(f"logs kept in {path}")
+    else:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+# ---- memory ------------------------------------------------------------------------------------
+
+def proc_status_kb(pid: int, field_name: str) -> int | None:
+    try:
+        with open(f"/proc/{pid}/status") as fh:
+            for line in fh:
+                if line.startswith(field_name + ":"):
+                    return int(line.split()[1])
+    except OSError:
+        return None
+    return None
+
+
+def rss_mb(pid: int) -> float:
+    return (proc_status_kb(pid, "VmRSS") or 0) / 1024
+
+
+def hwm_mb(pid: int) -> float:
+    return (proc_status_kb(pid, "VmHWM") or 0) / 1024
+
+
+def reset_hwm(pid: int) -> bool:
+    """Reset the kernel's peak-RSS counter (VmHWM) of a process we own; False where not allowed."""
+    try:
+        with open(f"/proc/{pid}/clear_refs", "w") as fh:
+            fh.write("5")
+        return True
+    except OSError:
+        return False
+
+
+class RssSampler:
+    """Samples VmRSS of ``pids`` every ``interval`` seconds; keeps each one's peak and the peak of the sum.
+
+    Combined with VmHWM (reset at start when allowed) so a spike between samples is not missed.
+    """
+
+    def __init__(self, pids: Sequence[int], interval: float = 0.02):
+        self.pids = list(pids)
+        self.interval = interval
+        self.before = {pid: rss_mb(pid) for pid in self.pids}
+        self.hwm_reset = all(reset_hwm(pid) for pid in self.pids)
+        self.peak = dict(self.before)
+        self.peak_total = sum(self.before.values())
+        self.after: dict[int, float] = {}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="rss-sampler", daemon=True)
+
+    def __enter__(self) -> "RssSampler":
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+    def _sample(self) -> None:
+        total = 0.0
+        for pid in self.pids:
+            value = rss_mb(pid)
+            total += value
+            if value > self.peak[pid]:
+                self.peak[pid] = value
+        self.peak_total = max(self.peak_total, total)
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval):
+            self._sample()
+
+    def stop(self) -> None:
+        if self._stop.is_set():
+            return
+        self._stop.set()
+        self._thread.join(5)
+        self._sample()
+        if self.hwm_reset:
+            for pid in self.pids:
+                self.peak[pid] = max(self.peak[pid], hwm_mb(pid))
+        self.after = {pid: rss_mb(pid) for pid in self.pids}
+
+    # the process that grew most is the one that did the work
+    @property
+    def busiest(self) -> int:
+        return max(self.pids, key=lambda pid: self.peak[pid] - self.before[pid])
+
+    def growth(self, pid: int) -> tuple[float, float]:
+        """(peak - before, after - before) in MB."""
+        return self.peak[pid] - self.before[pid], self.after.get(pid, 0.0) - self.before[pid]
+
+
+# ---- the client --------------------------------------------------------------------------------
+
+def signed_generate_body(lots: list[dict], languages: Sequence[str], key: str = BENCH_KEY) -> bytes:
+    """The request body as the spec's Python recipe builds it (``tests/support/client.py``)."""
+    from tests.support.client import body_signature
+
+    payload = {"signature": body_signature(lots, key), "version": "1.0.0", "languages": list(languages),
+               "lots": lots}
+    return json.dumps(payload).encode()
+
+
+def lots_with_images(count: int, photos: int, image_base: str, prefix: str, info: str = "") -> list[dict]:
+    """``count`` lots, each with its own ``photos`` URLs on the image server (no URL repeats)."""
+    from tests.support.client import lot
+
+    info = info or "2019 Toyota Camry, front collision"
+    return [lot(f"{prefix}-{i:06d}", [f"{image_base}/img/{prefix}-{i:06d}-{j}.jpg" for j in range(photos)], info)
+            for i in range(count)]
+
+
+def header_signature(message: str, key: str = BENCH_KEY) -> str:
+    from tests.support.client import header_signature as sign
+
+    return sign(message, key)
