@@ -10,6 +10,8 @@ import os
 import socket
 import uuid
 
+from sqlalchemy import event
+
 from app.config import Settings
 from services.metrics import Metrics
 from database import Database, normalize_url
@@ -22,6 +24,7 @@ from services.openai_client import ModelSettings, OpenAIGateway, make_client
 log = logging.getLogger(__name__)
 
 SANDBOX_KEY = "sandbox-key"
+SQL_OPERATIONS = {"INSERT": "create", "SELECT": "read", "UPDATE": "update", "DELETE": "delete"}
 
 
 class Runtime:
@@ -30,6 +33,7 @@ class Runtime:
         self.instance_id = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
         self.metrics = Metrics()
         self.db = Database(normalize_url(settings.database_url, settings.instance_path))
+        event.listen(self.db.engine, "after_cursor_execute", self._count_statement)
         if migrate:
             upgrade(self.db)
         self.sandbox = None
@@ -51,6 +55,11 @@ class Runtime:
                                    concurrency=settings.image_check_concurrency)
         self.generator = Generator(self.images, self.ai, min_ratio=settings.image_min_ratio)
         self.worker = None
+
+    def _count_statement(self, conn, cursor, statement, parameters, context, executemany) -> None:
+        operation = SQL_OPERATIONS.get(statement.lstrip()[:6].upper())
+        if operation:
+            self.metrics.db(operation)
 
     @property
     def openai_mode(self) -> str:

@@ -70,7 +70,6 @@ def create_job(db: Database, req: GenerateRequest, settings, metrics=None) -> Ba
     if metrics is not None:
         metrics.requests.labels(mode="batch").inc()
         metrics.jobs.labels(status="pending").inc()
-        metrics.db("create", 1 + len(req.lots))
     return job
 
 
@@ -287,9 +286,11 @@ def cancel_job(db: Database, job_id: str, on_final=None) -> dict[str, Any]:
                                  f"Current status: {job.status}", error="Job cannot be cancelled",
                                  extra={"status": job.status})
             raise error
+        # the lease is left alone: a worker in the middle of a step (say, creating an OpenAI batch) still
+        # records what it did, then hands the job back, so the cancelling stage sees every batch to cancel
         session.execute(update(BatchJob).where(BatchJob.id == job.id).values(
             status="cancelled", stage="cancelling", cancelled_at=now, completed_at=now, updated_at=now, next_run_at=now,
-            lease_owner=None, lease_expires_at=None, error_message="Cancelled by the client"))
+            error_message="Cancelled by the client"))
         fail_unfinished_lots(session, job.id, "Job cancelled before this lot was finished")
         session.flush()
         session.refresh(job)

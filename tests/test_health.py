@@ -41,3 +41,10 @@ def test_home_page_has_security_headers(module_live):
     assert answer.headers["X-Frame-Options"] == "DENY"
     assert answer.headers["X-Content-Type-Options"] == "nosniff"
     assert "frame-ancestors 'none'" in answer.headers["Content-Security-Policy"]
+
+
+def test_database_operations_are_counted_by_kind(module_live):
+    requests.get(f"{module_live.url}/health", timeout=10)
+    text = requests.get(f"{module_live.url}/metrics", timeout=10).text
+    reads = [line for line in text.splitlines() if line.startswith('database_operations_total{operation="read"}')]
+    assert reads and float(reads[0].split()[-1]) > 0
