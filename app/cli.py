@@ -1,0 +1,516 @@
+"""The ``genservice`` command: run the service, its worker or the sandbox, and talk to the API.
+
+Server commands (``serve``, ``worker``, ``sandbox``) import the service lazily; the API commands
+(``sign``, ``submit``, ``jobs``, ``status``, ``results``, ``cancel``, ``deliveries``, ``redeliver``)
+need only :mod:`app.client`. Exit codes: 0 success, 1 the API answered with an error (its JSON is
+printed on stderr) or could not be reached, 2 a usage error (bad arguments or input file).
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import json
+import os
+import signal
+import sys
+import tempfile
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Sequence, TextIO
+
+import requests
+
+from app.client import DEFAULT_URL, ApiError, GenerationClient, WaitTimeout, sign, sign_lots
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+DEV_KEY_FILE = "dev_shared_key"
+CSV_COLUMNS = ("lot_id", "status", "language", "damages", "missing_images", "error")
+
+
+class UsageError(Exception):
+    """Bad arguments or input: reported without a trace, exit code 2."""
+
+
+# ---- keys and input -----------------------------------------------------------------------------
+
+def instance_dir() -> Path:
+    return Path(os.environ.get("INSTANCE_PATH") or "instance").absolute()
+
+
+def resolve_key(given: str | None) -> str:
+    """--key, else SHARED_KEY (or the first of SHARED_KEYS), else the key `python main.py` created."""
+    if given:
+        return given
+    env_key = os.environ.get("SHARED_KEY", "").strip() or os.environ.get("SHARED_KEYS", "").split(",")[0].strip()
+    if env_key:
+        return env_key
+    dev_key = instance_dir() / DEV_KEY_FILE
+    if dev_key.is_file():
+        return dev_key.read_text().strip()
+    raise UsageError(f"no shared key: pass --key, set SHARED_KEY, or start the development server once "
+                     f"(`make run`) so that {dev_key} exists")
+
+
+@dataclass
+class LoadedRequest:
+    lots: list[dict[str, Any]]
+    languages: list[str] | None = None
+    version: str | None = None
+
+
+def load_request(path: str) -> LoadedRequest:
+    """Lots from a JSON file (request body, list of lots, or {"lots": [...]}) or a CSV file; "-" is stdin."""
+    try:
+        text = sys.stdin.read() if path == "-" else Path(path).read_text(encoding="utf-8-sig")
+    except OSError as exc:
+        raise UsageError(f"cannot read {path}: {exc.strerror or exc}") from None
+    if path.lower().endswith(".csv"):
+        return LoadedRequest(lots_from_csv(text, path))
+    return request_from_json(text, path)
+
+
+def request_from_json(text: str, source: str) -> LoadedRequest:
+    try:
+        data = json.loads(text)
+    except ValueError as exc:
+        raise UsageError(f"{source} is not valid JSON: {exc}") from None
+    if isinstance(data, list):
+        data = {"lots": data}
+    if not isinstance(data, dict) or not isinstance(data.get("lots"), list) or not data["lots"]:
+        raise UsageError(f"{source} must hold a non-empty list of lots, or an object with one under \"lots\"")
+    languages = data.get("languages")
+    if languages is not None and not (isinstance(languages, list) and all(isinstance(x, str) for x in languages)):
+        raise UsageError(f"{source}: \"languages\" must be a list of language codes")
+    version = data.get("version")
+    return LoadedRequest(data["lots"], languages, version if isinstance(version, str) else None)
+
+
+def lots_from_csv(text: str, source: str) -> list[dict[str, Any]]:
+    """Columns lot_id, image_urls (separated by spaces or |), and optionally additional_info, webhook."""
+    reader = csv.DictReader(io.StringIO(text))
+    columns = {name.strip() for name in reader.fieldnames or ()}
+    missing = {"lot_id", "image_urls"} - columns
+    if missing:
+        raise UsageError(f"{source} lacks the column(s) {', '.join(sorted(missing))}")
+    lots = []
+    for number, row in enumerate(reader, start=2):
+        row = {(k or "").strip(): (v or "").strip() for k, v in row.items() if k}
+        if not any(row.values()):
+            continue
+        if not row.get("lot_id"):
+            raise UsageError(f"{source} line {number}: lot_id is empty")
+        urls = row.get("image_urls", "").replace("|", " ").split()
+        lot: dict[str, Any] = {"lot_id": row["lot_id"], "additional_info": row.get("additional_info", ""),
+                               "images": [{"url": url} for url in urls]}
+        if row.get("webhook"):
+            lot["webhook"] = row["webhook"]
+        lots.append(lot)
+    if not lots:
+        raise UsageError(f"{source} has no lots")
+    return lots
+
+
+def parse_languages(value: str | None) -> list[str] | None:
+    if value is None:
+        return None
+    languages = [code.strip() for code in value.split(",") if code.strip()]
+    if not languages:
+        raise UsageError("--languages needs at least one code, e.g. en,ru")
+    return languages
+
+
+# ---- output -------------------------------------------------------------------------------------
+
+def print_json(data: Any, stream: TextIO | None = None) -> None:
+    stream = stream or sys.stdout
+    json.dump(data, stream, ensure_ascii=False, indent=2)
+    stream.write("\n")
+
+
+def result_lots(answer: dict[str, Any]) -> list[dict[str, Any]]:
+    """The lots of a sync answer or of a batch results document."""
+    if isinstance(answer.get("results"), dict):
+        return answer["results"].get("lots") or []
+    return answer.get("lots") or []
+
+
+def csv_rows(lots: Sequence[dict[str, Any]], languages: Sequence[str]) -> list[dict[str, str]]:
+    """One row per lot and language; a lot without descriptions gets a row per requested language."""
+    rows = []
+    for lot in lots:
+        common = {"lot_id": lot.get("lot_id", ""), "status": lot.get("status", ""),
+                  "missing_images": " ".join(lot.get("missing_images") or []), "error": lot.get("error") or ""}
+        descriptions = lot.get("descriptions") or [{"language": code, "damages": ""} for code in languages or [""]]
+        for item in descriptions:
+            rows.append({**common, "language": item.get("language", ""), "damages": item.get("damages", "")})
+    return rows
+
+
+def write_results(answer: dict[str, Any], path: str, languages: Sequence[str]) -> int:
+    """Write a sync answer or batch results as JSON or CSV (by extension); return the number of lots."""
+    lots = result_lots(answer)
+    with open(path, "w", encoding="utf-8", newline="") as fh:
+        if path.lower().endswith(".csv"):
+            writer = csv.DictWriter(fh, fieldnames=CSV_COLUMNS)
+            writer.writeheader()
+            writer.writerows(csv_rows(lots, languages))
+        else:
+            print_json(answer, fh)
+    return len(lots)
+
+
+class ProgressBar:
+    """A text bar on stderr: redrawn in place on a terminal, one line per change elsewhere."""
+
+    def __init__(self, stream: TextIO | None = None, width: int = 30):
+        self.stream = stream or sys.stderr
+        self.width = width
+        self.inline = self.stream.isatty()
+        self.last = ""
+
+    def render(self, status: dict[str, Any]) -> str:
+        progress = status.get("progress") or {}
+        percent = float(progress.get("completion_percentage") or 0.0)
+        filled = int(round(self.width * min(percent, 100.0) / 100))
+        stage = (status.get("processing_details") or {}).get("current_stage") or ""
+        done = (progress.get("processed_lots") or 0) + (progress.get("failed_lots") or 0)
+        line = (f"[{'#' * filled}{'-' * (self.width - filled)}] {percent:5.1f}%  "
+                f"{done}/{progress.get('total_lots', '?')} lots ({progress.get('failed_lots', 0)} failed)  "
+                f"{status.get('status', '')}")
+        return f"{line} ({stage})" if stage and stage != status.get("status") else line
+
+    def __call__(self, status: dict[str, Any]) -> None:
+        line = self.render(status)
+        if line == self.last:
+            return
+        if self.inline:
+            self.stream.write("\r" + line.ljust(len(self.last)))
+        else:
+            self.stream.write(line + "\n")
+        self.stream.flush()
+        self.last = line
+
+    def close(self) -> None:
+        if self.inline and self.last:
+            self.stream.write("\n")
+            self.stream.flush()
+
+
+# ---- API commands -------------------------------------------------------------------------------
+
+def client_from(args: argparse.Namespace) -> GenerationClient:
+    return GenerationClient(resolve_key(args.key), args.url, timeout=args.timeout)
+
+
+def cmd_sign(args: argparse.Namespace) -> int:
+    key = resolve_key(args.key)
+    if args.job_id is not None:
+        print(sign(key, args.job_id))
+    elif args.string is not None:
+        print(sign(key, args.string))
+    else:
+        print(sign_lots(key, load_request(args.file).lots))
+    return 0
+
+
+def cmd_submit(args: argparse.Namespace) -> int:
+    loaded = load_request(args.file)
+    languages = parse_languages(args.languages) or loaded.languages or ["en"]
+    version = loaded.version or "1.0.0"
+    lots = loaded.lots
+    if args.webhook:
+        lots = [{**lot, "webhook": lot.get("webhook") or args.webhook} for lot in lots]
+    if len(lots) > 1 and args.out and not args.wait:
+        raise UsageError("--out needs --wait for a batch job (2 or more lots)")
+    client = client_from(args)
+    if len(lots) == 1:
+        return finish(client.generate_sync(lots[0], languages, version), args.out, languages)
+    accepted = client.create_batch(lots, languages, version)
+    if not args.wait:
+        print_json(accepted)
+        return 0
+    print(f"job {accepted['job_id']} accepted: {accepted['total_lots']} lots, languages "
+          f"{', '.join(accepted['languages'])}", file=sys.stderr)
+    final = wait_with_bar(client, accepted["job_id"], args.poll_interval, args.wait_timeout)
+    if final.get("status") == "completed":
+        return finish(client.results(accepted["job_id"]) or {}, args.out, languages)
+    print(f"job {final.get('status')}: {final.get('error_message') or 'no reason given'}", file=sys.stderr)
+    finish(partial_results(client, accepted["job_id"]), args.out, languages)
+    return 1
+
+
+def partial_results(client: GenerationClient, job_id: str) -> dict[str, Any]:
+    """A failed or cancelled job's lots, each with its result or its error (the download endpoint has them)."""
+    with tempfile.TemporaryDirectory() as folder:
+        path = client.download(job_id, Path(folder) / "results.json")
+        return json.loads(path.read_text(encoding="utf-8"))
+
+
+def wait_with_bar(client: GenerationClient, job_id: str, poll_interval: float, timeout: float | None):
+    bar = ProgressBar()
+    try:
+        return client.wait(job_id, poll_interval=poll_interval, timeout=timeout, on_progress=bar)
+    finally:
+        bar.close()
+
+
+def finish(answer: dict[str, Any], out: str | None, languages: Sequence[str]) -> int:
+    if not out:
+        print_json(answer)
+        return 0
+    count = write_results(answer, out, languages)
+    print(f"wrote {count} lot(s) to {out}", file=sys.stderr)
+    return 0
+
+
+def cmd_jobs(args: argparse.Namespace) -> int:
+    print_json(client_from(args).list_jobs(args.status, args.limit, args.offset, args.created_after,
+                                           args.created_before))
+    return 0
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    print_json(client_from(args).status(args.job_id))
+    return 0
+
+
+def cmd_results(args: argparse.Namespace) -> int:
+    client = client_from(args)
+    answer = client.results(args.job_id)
+    if answer is None:
+        status = client.status(args.job_id)
+        print(f"job {args.job_id} is {status.get('status')}: "
+              f"{(status.get('progress') or {}).get('completion_percentage', 0)}% done; no results yet",
+              file=sys.stderr)
+        return 1
+    if args.out and not args.out.lower().endswith(".csv"):
+        path = client.download(args.job_id, args.out)
+        print(f"wrote {path}", file=sys.stderr)
+        return 0
+    languages = client.status(args.job_id).get("languages") or [] if args.out else []
+    return finish(answer, args.out, languages)
+
+
+def cmd_cancel(args: argparse.Namespace) -> int:
+    print_json(client_from(args).cancel(args.job_id))
+    return 0
+
+
+def cmd_deliveries(args: argparse.Namespace) -> int:
+    print_json(client_from(args).webhook_deliveries(args.job_id))
+    return 0
+
+
+def cmd_redeliver(args: argparse.Namespace) -> int:
+    print_json(client_from(args).redeliver(args.delivery_id))
+    return 0
+
+
+# ---- server commands ----------------------------------------------------------------------------
+
+def ensure_dev_key() -> None:
+    """Like `python main.py`: without SHARED_KEY, use (and create) instance/dev_shared_key."""
+    if os.environ.get("SHARED_KEY") or os.environ.get("SHARED_KEYS"):
+        return
+    import secrets
+
+    path = instance_dir() / DEV_KEY_FILE
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(secrets.token_urlsafe(36))
+        path.chmod(0o600)
+    os.environ["SHARED_KEY"] = path.read_text().strip()
+    print(f"SHARED_KEY is not set: using the development key stored in {path}", file=sys.stderr)
+
+
+def gunicorn_config(given: str | None) -> Path | None:
+    if given:
+        if not Path(given).is_file():
+            raise UsageError(f"no gunicorn config at {given}")
+        return Path(given)
+    for candidate in (Path.cwd() / "gunicorn.conf.py", PROJECT_ROOT / "gunicorn.conf.py"):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def gunicorn_argv(args: argparse.Namespace) -> list[str]:
+    """The gunicorn command line; without gunicorn.conf.py, equivalent settings are passed."""
+    argv = [sys.executable, "-m", "gunicorn"]
+    config = gunicorn_config(args.config)
+    if config is not None:
+        argv += ["-c", str(config)]
+    else:
+        argv += ["--worker-class", "gthread", "--threads", "8", "--timeout", "300", "--graceful-timeout", "30"]
+    if args.host or args.port:
+        host = args.host or os.environ.get("HOST") or "0.0.0.0"
+        host = f"[{host}]" if ":" in host else host
+        argv += ["--bind", f"{host}:{args.port or os.environ.get('PORT') or 5000}"]
+    if args.workers:
+        argv += ["--workers", str(args.workers)]
+    return argv + ["app:create_app()"]
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    if args.dev:
+        return serve_dev(args)
+    argv = gunicorn_argv(args)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.execv(argv[0], argv)
+    return 1  # not reached
+
+
+def serve_dev(args: argparse.Namespace) -> int:
+    ensure_dev_key()
+    from app import create_app
+
+    app = create_app()
+    settings = app.extensions["genservice"].settings
+    try:
+        app.run(host=args.host or settings.host, port=args.port or settings.port, threaded=True, use_reloader=False)
+    finally:
+        app.extensions["genservice"].close()
+    return 0
+
+
+def cmd_worker(args: argparse.Namespace) -> int:
+    """The background worker alone: no HTTP, stops cleanly on SIGTERM or SIGINT."""
+    ensure_dev_key()
+    from app import logs
+    from app.config import Settings
+    from app.runtime import Runtime
+
+    settings = Settings.from_env()
+    logs.configure(settings.log_level, settings.log_format)
+    runtime = Runtime(settings)
+    stop = threading.Event()
+    install_stop_handlers(stop)
+    try:
+        runtime.start_worker()
+        print(f"worker {runtime.instance_id} running (database {runtime.db.safe_url}, OpenAI: "
+              f"{runtime.openai_mode}); stop with SIGTERM or Ctrl-C", file=sys.stderr, flush=True)
+        while not stop.wait(1.0):
+            if runtime.worker is None or not runtime.worker.alive:
+                print("worker threads ended unexpectedly", file=sys.stderr)
+                return 1
+    finally:
+        runtime.close()
+    return 0
+
+
+def install_stop_handlers(stop: threading.Event) -> None:
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: stop.set())
+
+
+def cmd_sandbox(args: argparse.Namespace) -> int:
+    return run_sandbox(args.sandbox_args)
+
+
+def run_sandbox(argv: list[str]) -> int:
+    from services.sandbox.__main__ import main as sandbox_main
+
+    return sandbox_main(argv)
+
+
+# ---- parser -------------------------------------------------------------------------------------
+
+def positive_float(value: str) -> float:
+    number = float(value)
+    if number <= 0:
+        raise argparse.ArgumentTypeError("must be greater than 0")
+    return number
+
+
+def add_client_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--url", default=os.environ.get("GENSERVICE_URL", DEFAULT_URL),
+                        help="service base URL (default: $GENSERVICE_URL or %(default)s)")
+    parser.add_argument("--key", help="shared key (default: $SHARED_KEY, else instance/dev_shared_key)")
+    parser.add_argument("--timeout", type=positive_float, default=60.0, help="seconds per HTTP call (default 60)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="genservice", description="Generation Service: run it, or call its API.")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def command(name: str, handler: Callable[[argparse.Namespace], int], help: str, client: bool = True, **kw):
+        sub = commands.add_parser(name, help=help, description=help, **kw)
+        if client:
+            add_client_options(sub)
+        sub.set_defaults(handler=handler)
+        return sub
+
+    serve = command("serve", cmd_serve, "serve the API with gunicorn (or Flask's server with --dev)", client=False)
+    serve.add_argument("--host", help="address to listen on (default: $HOST; gunicorn 0.0.0.0, --dev 127.0.0.1)")
+    serve.add_argument("--port", type=int, help="port (default: $PORT or 5000)")
+    serve.add_argument("--dev", action="store_true", help="Flask's development server, one process")
+    serve.add_argument("--workers", type=int, help="gunicorn worker processes")
+    serve.add_argument("--config", help="gunicorn config file (default: ./gunicorn.conf.py when present)")
+
+    command("worker", cmd_worker, "run the background worker without HTTP until SIGTERM/SIGINT", client=False)
+    sandbox = command("sandbox", cmd_sandbox, "run the OpenAI-compatible sandbox (options: genservice sandbox -h)",
+                      client=False, add_help=False)
+    sandbox.add_argument("sandbox_args", nargs=argparse.REMAINDER)
+
+    sign_cmd = command("sign", cmd_sign, "print the sha256=<hex> signature of a lots file, a job id or a string",
+                       client=False)
+    sign_cmd.add_argument("--key", help="shared key (default: $SHARED_KEY, else instance/dev_shared_key)")
+    what = sign_cmd.add_mutually_exclusive_group(required=True)
+    what.add_argument("file", nargs="?", help="JSON or CSV lots file, as for submit ('-' reads JSON from stdin)")
+    what.add_argument("--job-id", help="sign a job id (the X-Signature of the job endpoints)")
+    what.add_argument("--string", help="sign a raw string, e.g. the query string of batch-jobs")
+
+    submit = command("submit", cmd_submit, "send lots: one is answered at once, several become a batch job")
+    submit.add_argument("file", help="JSON (request body, list of lots or {\"lots\": [...]}) or CSV file; '-' = stdin")
+    submit.add_argument("--languages", help="comma-separated codes, e.g. en,ru (default: the file's, else en)")
+    submit.add_argument("--webhook", help="webhook URL for lots that have none")
+    submit.add_argument("--wait", action="store_true", help="poll a batch job until it ends, then fetch results")
+    submit.add_argument("--poll-interval", type=positive_float, default=2.0, help="seconds between polls (default 2)")
+    submit.add_argument("--wait-timeout", type=positive_float, help="give up waiting after this many seconds")
+    submit.add_argument("--out", help="write the results to this .json or .csv file instead of stdout")
+
+    jobs = command("jobs", cmd_jobs, "list batch jobs, newest first")
+    jobs.add_argument("--status", choices=("pending", "processing", "translating", "completed", "failed", "cancelled"))
+    jobs.add_argument("--limit", type=int)
+    jobs.add_argument("--offset", type=int)
+    jobs.add_argument("--created-after", help="ISO 8601 timestamp")
+    jobs.add_argument("--created-before", help="ISO 8601 timestamp")
+
+    command("status", cmd_status, "show a job's status").add_argument("job_id")
+    results = command("results", cmd_results, "fetch a finished job's results (exit 1 while it runs)")
+    results.add_argument("job_id")
+    results.add_argument("--out", help="write to this .json (streamed) or .csv file instead of stdout")
+    command("cancel", cmd_cancel, "cancel a pending or running job").add_argument("job_id")
+    command("deliveries", cmd_deliveries, "list a job's webhook deliveries").add_argument("job_id")
+    command("redeliver", cmd_redeliver, "send a recorded webhook delivery again").add_argument("delivery_id")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["sandbox"]:
+        # its options belong to the sandbox's own parser, which argparse.REMAINDER would not pass on intact
+        return run_sandbox(argv[1:])
+    args = build_parser().parse_args(argv)
+    try:
+        return args.handler(args)
+    except UsageError as exc:
+        print(f"genservice {args.command}: {exc}", file=sys.stderr)
+        return 2
+    except ApiError as exc:
+        print_json(exc.to_dict(), sys.stderr)
+        return 1
+    except WaitTimeout as exc:
+        print(f"genservice {args.command}: {exc}", file=sys.stderr)
+        return 1
+    except requests.RequestException as exc:
+        print(f"genservice {args.command}: cannot reach {getattr(args, 'url', 'the service')}: {exc}",
+              file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
