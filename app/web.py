@@ -1,9 +1,14 @@
-"""HTML pages: the home page (what the service does, live health)."""
+"""HTML pages: the home page (what the service does, live health) and the API docs."""
 from __future__ import annotations
 
-from flask import Blueprint, Flask, render_template
+import json
+from itertools import groupby
 
+from flask import Blueprint, Flask, render_template, request
+
+from app import openapi
 from app.config import VERSION
+from app.openapi.view import operations, resolve, schema_fields
 
 bp = Blueprint("web", __name__)
 
@@ -13,8 +18,22 @@ def home():
     return render_template("home.html", version=VERSION)
 
 
+@bp.get("/docs")
+def docs():
+    doc = openapi.document()
+    ops = operations(doc)
+    groups = [(tag, list(items)) for tag, items in groupby(sorted(ops, key=lambda op: op["tag"] == "Operations"),
+                                                          key=lambda op: op["tag"])]
+    error = resolve(doc, {"$ref": "#/components/responses/InvalidSignature"})
+    example = next(iter(error["content"]["application/json"]["examples"].values()))["value"]
+    return render_template("docs.html", info=doc["info"], groups=groups, webhook_ops=operations(doc, "webhooks"),
+                           lot_fields=schema_fields(doc, "LotInput"), base_url=request.host_url.rstrip("/"),
+                           error_example=json.dumps(example, indent=2))
+
+
 def init_app(app: Flask) -> None:
     app.register_blueprint(bp)
+    openapi.init_app(app)
 
     @app.after_request
     def security_headers(response):

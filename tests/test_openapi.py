@@ -1,0 +1,267 @@
+"""The OpenAPI document: valid 3.1, in step with the app's routes, and true to what the API answers."""
+from __future__ import annotations
+
+import json
+import re
+from datetime import datetime
+
+import pytest
+import requests
+from jsonschema import Draft202012Validator, FormatChecker
+from openapi_spec_validator import validate as validate_openapi
+
+from app.openapi import build_document
+from app.openapi.view import operations
+from app.config import Settings
+from tests.support.client import Api, header_signature, lot
+
+IGNORED_METHODS = {"HEAD", "OPTIONS"}
+FORMATS = FormatChecker()
+
+
+@FORMATS.checks("date-time", raises=ValueError)
+def _is_datetime(value) -> bool:
+    return not isinstance(value, str) or bool(datetime.fromisoformat(value))
+
+
+def documented_operations(doc: dict) -> set[tuple[str, str]]:
+    return {(method.upper(), path) for path, item in doc["paths"].items() for method in item
+            if method in ("get", "post", "put", "patch", "delete")}
+
+
+def served_operations(app) -> set[tuple[str, str]]:
+    """(METHOD, OpenAPI-style path) for every rule under /api/v1, plus /health and /metrics."""
+    served = set()
+    for rule in app.url_map.iter_rules():
+        if not (rule.rule.startswith("/api/v1/") or rule.rule in ("/health", "/metrics")):
+            continue
+        path = re.sub(r"<(?:[^:<>]+:)?([^<>]+)>", r"{\1}", rule.rule)
+        served.update((method, path) for method in rule.methods - IGNORED_METHODS)
+    return served
+
+
+def schema_validator(doc: dict, schema: dict) -> Draft202012Validator:
+    return Draft202012Validator({**schema, "components": doc["components"]}, format_checker=FORMATS)
+
+
+def documented_response(doc: dict, method: str, path: str, status: int) -> dict:
+    responses = doc["paths"][path][method.lower()]["responses"]
+    assert str(status) in responses, f"{method} {path} answered {status}, which the document does not list"
+    answer = responses[str(status)]
+    if "$ref" in answer:
+        answer = doc["components"]["responses"][answer["$ref"].rsplit("/", 1)[1]]
+    return answer
+
+
+def assert_documented(doc: dict, method: str, path: str, response: requests.Response) -> None:
+    """The status is listed for the operation and the JSON body fits its schema."""
+    answer = documented_response(doc, method, path, response.status_code)
+    media = response.headers["Content-Type"].split(";")[0]
+    assert media in answer.get("content", {}), f"{method} {path} {response.status_code}: undocumented {media}"
+    if media == "application/json":
+        errors = sorted(schema_validator(doc, answer["content"][media]["schema"]).iter_errors(response.json()),
+                        key=str)
+        assert not errors, f"{method} {path} {response.status_code}: {errors[0].message} at {list(errors[0].path)}"
+    for header in answer.get("headers", {}):
+        assert header in response.headers, f"{method} {path} {response.status_code} lacks header {header}"
+
+
+@pytest.fixture(scope="module")
+def served_doc(module_live) -> dict:
+    answer = requests.get(f"{module_live.url}/api/v1/openapi.json", timeout=10)
+    assert answer.status_code == 200 and answer.headers["Content-Type"].startswith("application/json")
+    return answer.json()
+
+
+# ---- the document itself ----------------------------------------------------------------------
+
+def test_document_is_served_without_a_signature_and_is_valid_openapi_3_1(served_doc):
+    assert served_doc["openapi"].startswith("3.1")
+    validate_openapi(served_doc)
+
+
+def test_every_route_of_the_app_is_documented(module_live, served_doc):
+    missing = served_operations(module_live.app) - documented_operations(served_doc)
+    assert not missing, f"routes missing from the OpenAPI document: {sorted(missing)}"
+
+
+def test_document_lists_no_route_the_app_does_not_serve(module_live, served_doc):
+    extra = documented_operations(served_doc) - served_operations(module_live.app)
+    assert not extra, f"documented but not served: {sorted(extra)}"
+
+
+def test_route_comparison_notices_a_new_undocumented_route(make_app):
+    app = make_app(WORKER_ENABLED="false")
+    app.add_url_rule("/api/v1/batch-jobs/<job_id>/retry", "retry_probe", lambda job_id: "", methods=["POST"])
+    doc = build_document(app.extensions["genservice"].settings)
+    assert served_operations(app) - documented_operations(doc) == {("POST", "/api/v1/batch-jobs/{job_id}/retry")}
+
+
+def test_path_parameters_are_declared_for_every_templated_path(served_doc):
+    for path, item in served_doc["paths"].items():
+        expected = set(re.findall(r"{([^}]+)}", path))
+        for method, op in item.items():
+            declared = set()
+            for param in op.get("parameters", []):
+                if "$ref" in param:
+                    param = served_doc["components"]["parameters"][param["$ref"].rsplit("/", 1)[1]]
+                if param["in"] == "path":
+                    declared.add(param["name"])
+            assert declared == expected, f"{method.upper()} {path}: path parameters {declared} != {expected}"
+
+
+def test_every_example_fits_its_schema(served_doc):
+    checked = 0
+    for section in ("paths", "webhooks"):
+        for path, item in served_doc[section].items():
+            for method, op in item.items():
+                bodies = [op["requestBody"]] if "requestBody" in op else []
+                for answer in op["responses"].values():
+                    if "$ref" in answer:
+                        answer = served_doc["components"]["responses"][answer["$ref"].rsplit("/", 1)[1]]
+                    bodies.append(answer)
+                for body in bodies:
+                    media = body.get("content", {}).get("application/json")
+                    if not media:
+                        continue
+                    validator = schema_validator(served_doc, media["schema"])
+                    for name, example in media.get("examples", {}).items():
+                        errors = list(validator.iter_errors(example["value"]))
+                        assert not errors, f"{method} {path} example {name}: {errors[0].message}"
+                        checked += 1
+    assert checked >= 30
+
+
+def test_signature_schema_accepts_the_prefixed_and_the_bare_form(served_doc):
+    validator = schema_validator(served_doc, {"$ref": "#/components/schemas/Signature"})
+    digest = "0123456789abcdef" * 4
+    assert validator.is_valid(f"sha256={digest}") and validator.is_valid(digest)
+    assert not validator.is_valid(f"md5={digest}") and not validator.is_valid("sha256=xyz")
+    generate = served_doc["paths"]["/api/v1/generate-descriptions"]["post"]
+    assert {"signature": []} in generate["security"] and {} in generate["security"]
+    assert served_doc["components"]["securitySchemes"]["signature"] == {
+        **served_doc["components"]["securitySchemes"]["signature"], "type": "apiKey", "in": "header",
+        "name": "X-Signature"}
+
+
+def test_every_error_response_uses_the_error_body(served_doc):
+    for path, item in served_doc["paths"].items():
+        for method, op in item.items():
+            for status, answer in op["responses"].items():
+                if not status.startswith(("4", "5")) or path == "/health":
+                    continue
+                if "$ref" in answer:
+                    answer = served_doc["components"]["responses"][answer["$ref"].rsplit("/", 1)[1]]
+                schema = answer["content"]["application/json"]["schema"]
+                name = schema["$ref"].rsplit("/", 1)[1]
+                resolved = served_doc["components"]["schemas"][name]
+                assert name == "Error" or {"$ref": "#/components/schemas/Error"} in resolved.get("allOf", []), \
+                    f"{method.upper()} {path} {status} uses {name}"
+    required = served_doc["components"]["schemas"]["Error"]["required"]
+    assert required == ["error", "message", "code"]
+
+
+def test_limits_in_the_document_follow_the_settings():
+    settings = Settings(testing=True, max_batch_size=7, max_languages=3, max_images_per_lot=4, max_sync_images=2)
+    schemas = build_document(settings)["components"]["schemas"]
+    assert schemas["GenerateRequest"]["properties"]["lots"]["maxItems"] == 7
+    assert schemas["GenerateRequest"]["properties"]["languages"]["maxItems"] == 3
+    assert schemas["LotInput"]["properties"]["images"]["maxItems"] == 4
+
+
+def test_operations_view_lists_each_operation_once_with_its_examples():
+    doc = build_document(Settings(testing=True))
+    ops = operations(doc)
+    assert len(ops) == len(documented_operations(doc)) == len({(op["method"], op["path"]) for op in ops})
+    generate = next(op for op in ops if op["path"] == "/api/v1/generate-descriptions")
+    assert [ex["name"] for ex in generate["request_examples"]] == ["single lot", "batch"]
+    assert [r["status"] for r in generate["responses"]][:2] == ["200", "201"]
+
+
+# ---- what the API really answers -----------------------------------------------------------------
+
+def test_error_answers_match_the_document(module_live, served_doc, image_server):
+    api = Api(module_live.url)
+    base = module_live.url
+    generate = "/api/v1/generate-descriptions"
+    cases = [
+        ("POST", generate, requests.post(f"{base}{generate}", data=b"{not json", timeout=10), 400),
+        ("POST", generate, requests.post(f"{base}{generate}", json={"lots": [lot("x", ["http://a/b.jpg"])]},
+                                         timeout=10), 401),
+        ("POST", generate, api.generate([lot("x", ["http://a/b.jpg"])], key="another-key-" * 3), 403),
+        ("POST", generate, api.generate([lot("d", [image_server.url("/img/1.jpg")])] * 2), 409),
+        ("POST", generate, api.generate([lot("u", ["ftp://example.test/a.jpg"])]), 422),
+        ("POST", generate, api.generate([lot("l", [image_server.url("/img/1.jpg")])], languages=["xx"]), 422),
+        ("GET", "/api/v1/batch-status/{job_id}", api.status("no-such-job"), 404),
+        ("GET", "/api/v1/batch-status/{job_id}", api.get("/api/v1/batch-status/no-such-job"), 401),
+        ("GET", "/api/v1/batch-jobs", api.get("/api/v1/batch-jobs?limit=0", sign="limit=0"), 400),
+        ("POST", "/api/v1/batch-jobs/{job_id}/cancel", api.cancel("no-such-job"), 404),
+    ]
+    for method, path, answer, status in cases:
+        assert answer.status_code == status, (path, answer.text)
+        assert_documented(served_doc, method, path, answer)
+
+
+def test_sync_health_metrics_and_image_checks_match_the_document(module_live, served_doc, image_server):
+    api = Api(module_live.url)
+    described = api.generate([lot("sync-1", [image_server.url("/img/s1.jpg"), image_server.url("/img/s2.jpg")])],
+                             languages=["en", "fr"])
+    assert described.status_code == 200, described.text
+    assert_documented(served_doc, "POST", "/api/v1/generate-descriptions", described)
+    body = json.dumps({"urls": [image_server.url("/img/v.jpg"), image_server.url("/missing/v.jpg")]}).encode()
+    checked = requests.post(f"{module_live.url}/api/v1/test-image-validation", data=body, timeout=30,
+                            headers={"X-Signature": header_signature(body), "Content-Type": "application/json"})
+    assert checked.status_code == 200, checked.text
+    assert_documented(served_doc, "POST", "/api/v1/test-image-validation", checked)
+    assert_documented(served_doc, "GET", "/health", requests.get(f"{module_live.url}/health", timeout=10))
+    assert_documented(served_doc, "GET", "/metrics", requests.get(f"{module_live.url}/metrics", timeout=10))
+    assert_documented(served_doc, "GET", "/api/v1/openapi.json",
+                      requests.get(f"{module_live.url}/api/v1/openapi.json", timeout=10))
+
+
+def test_job_lifecycle_answers_match_the_document(make_live, sandbox, image_server):
+    sandbox.configure(batch_in_progress_seconds=30)
+    live = make_live()
+    api = Api(live.url)
+    doc = requests.get(f"{live.url}/api/v1/openapi.json", timeout=10).json()
+    lots = [lot(f"j-{i}", [image_server.url(f"/img/j{i}.jpg")]) for i in range(2)]
+
+    accepted = api.generate(lots, languages=["en", "de"])
+    assert accepted.status_code == 201, accepted.text
+    assert_documented(doc, "POST", "/api/v1/generate-descriptions", accepted)
+    running = accepted.json()["job_id"]
+    api.wait_status(running, statuses=("processing",))
+    assert_documented(doc, "GET", "/api/v1/batch-status/{job_id}", api.status(running))
+    for path in ("/api/v1/batch-results/{job_id}", "/api/v1/batch-results/{job_id}/download"):
+        answer = api.get(path.format(job_id=running), sign=running)
+        assert answer.status_code == 202
+        assert_documented(doc, "GET", path, answer)
+    cancelled = api.cancel(running)
+    assert cancelled.status_code == 200
+    assert_documented(doc, "POST", "/api/v1/batch-jobs/{job_id}/cancel", cancelled)
+    again = api.cancel(running)
+    assert again.status_code == 400
+    assert_documented(doc, "POST", "/api/v1/batch-jobs/{job_id}/cancel", again)
+    ended = api.results(running)
+    assert ended.status_code == 409
+    assert_documented(doc, "GET", "/api/v1/batch-results/{job_id}", ended)
+
+    sandbox.configure(batch_in_progress_seconds=0)
+    finished = api.generate([lot(f"k-{i}", [image_server.url(f"/img/k{i}.jpg")]) for i in range(2)]).json()["job_id"]
+    assert api.wait_status(finished)["status"] == "completed"
+    for path in ("/api/v1/batch-status/{job_id}", "/api/v1/batch-results/{job_id}",
+                 "/api/v1/batch-results/{job_id}/download"):
+        answer = api.get(path.format(job_id=finished), sign=finished)
+        assert answer.status_code == 200
+        assert_documented(doc, "GET", path, answer)
+    query = "limit=5"
+    listed = api.get(f"/api/v1/batch-jobs?{query}", sign=query)
+    assert listed.status_code == 200 and len(listed.json()["jobs"]) == 2
+    assert_documented(doc, "GET", "/api/v1/batch-jobs", listed)
+
+
+def test_an_undocumented_status_fails_the_conformance_check(served_doc, module_live):
+    answer = requests.get(f"{module_live.url}/health", timeout=10)
+    answer.status_code = 418
+    with pytest.raises(AssertionError, match="does not list"):
+        assert_documented(served_doc, "GET", "/health", answer)
