@@ -12,6 +12,7 @@ after another would need 2 + 9 x 1 = 11 s, plus the photo checks).
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 
@@ -48,6 +49,7 @@ def main(argv=None) -> int:
     sandbox = SandboxOptions(vision_latency=args.vision_latency, text_latency=args.text_latency)
     rows = []
     times = []
+    load_before = harness.load_average()
     with harness.running_stack(args.db_name, sandbox, {"WORKER_ENABLED": "false"}, server=args.server,
                                workers=args.workers, keep_logs=args.keep_logs) as stack:
         stack_workers = len(stack.worker_pids())
@@ -80,7 +82,8 @@ def main(argv=None) -> int:
           f"per call; {args.server}"
           + (f" with {stack_workers} workers" if args.server == "gunicorn" else "")
           + f" on PostgreSQL; warm-up requests: {args.warmup}; image server listen backlog raised from 5 to "
-          f"4096 (see bench/harness.py).\n")
+          f"4096 (see bench/harness.py); 1-min load average {load_before} before, {harness.load_average()} after "
+          f"(on {os.cpu_count()} CPUs).\n")
     print(harness.markdown_table(("run", "end-to-end latency (s)", "languages returned", "photos processed"), rows))
     print(f"\nTarget: median <= {args.target:g} s -> **{verdict}** (median {median(times):.3f} s; min "
           f"{min(times):.3f} s, max {max(times):.3f} s).")
