@@ -1,0 +1,261 @@
+"""The Python client (app.client) against a live server, and its request shapes against a stub."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import threading
+from datetime import datetime, timedelta, timezone
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+
+from app.client import ApiError, GenerationClient, WaitTimeout, canonical_lots, make_lot, sign_lots
+from tests.support.client import TEST_KEY, body_signature, header_signature
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture
+def idle(make_live):
+    """A live server whose worker is off, so jobs stay pending until a test acts on them."""
+    return make_live(WORKER_ENABLED="false")
+
+
+def photos(image_server, name: str, count: int = 2) -> list[str]:
+    return [image_server.url(f"/img/{name}-{i}.jpg") for i in range(count)]
+
+
+def batch_lots(image_server, prefix: str, count: int = 2):
+    return [make_lot(f"{prefix}-{i}", photos(image_server, f"{prefix}{i}"), f"car {i}") for i in range(count)]
+
+
+# ---- signing and packaging ----------------------------------------------------------------------
+
+def test_lot_signature_is_the_spec_recipe_including_non_ascii_text():
+    lots = [make_lot("ß-1", ["http://127.0.0.1/a.jpg"], "Лада Гранта, удар спереди", "http://127.0.0.1/hook")]
+    assert sign_lots(TEST_KEY, lots) == body_signature(lots)
+    assert canonical_lots(lots) == json.dumps(lots, separators=(",", ":"), sort_keys=True)
+
+
+def test_client_module_loads_on_its_own_without_flask():
+    code = ("import importlib.util, sys\n"
+            f"spec = importlib.util.spec_from_file_location('genclient', {str(ROOT / 'app' / 'client.py')!r})\n"
+            "module = importlib.util.module_from_spec(spec); spec.loader.exec_module(module)\n"
+            "assert 'flask' not in sys.modules, 'flask was imported'\n"
+            "print(module.GenerationClient.__name__)")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "GenerationClient"
+
+
+def test_create_batch_refuses_a_single_lot_before_any_request():
+    client = GenerationClient(TEST_KEY, "http://127.0.0.1:9")
+    with pytest.raises(ValueError):
+        client.create_batch([make_lot("only", ["http://127.0.0.1/a.jpg"])])
+
+
+# ---- against the live service -------------------------------------------------------------------
+
+def test_generate_sync_describes_one_lot_in_every_language(live, image_server):
+    urls = photos(image_server, "sync") + [image_server.url("/missing/gone.jpg")]
+    with GenerationClient(TEST_KEY, live.url) as client:
+        answer = client.generate_sync(make_lot("cli-sync-1", urls, "2021 BMW X5"), ["en", "ru"])
+    assert answer["processing_mode"] == "synchronous"
+    lot = answer["lots"][0]
+    assert [d["language"] for d in lot["descriptions"]] == ["en", "ru"]
+    assert lot["missing_images"] == [urls[-1]]
+
+
+def test_batch_is_waited_for_with_progress_then_read(live, image_server):
+    client = GenerationClient(TEST_KEY, live.url)
+    accepted = client.create_batch(batch_lots(image_server, "wait", 3), ["en", "de"])
+    assert accepted["status"] == "accepted" and accepted["total_lots"] == 3
+    seen = []
+    final = client.wait(accepted["job_id"], poll_interval=0.05, timeout=60, on_progress=seen.append)
+    assert final["status"] == "completed" and seen[-1] is final
+    assert all(s["job_id"] == accepted["job_id"] for s in seen)
+    results = client.results(accepted["job_id"])
+    assert results["processing_summary"]["processed_lots"] == 3
+    assert [lot["lot_id"] for lot in results["results"]["lots"]] == ["wait-0", "wait-1", "wait-2"]
+
+
+def test_results_are_none_while_the_job_runs(idle, image_server):
+    client = GenerationClient(TEST_KEY, idle.url)
+    job_id = client.create_batch(batch_lots(image_server, "early"))["job_id"]
+    assert client.results(job_id) is None
+    assert client.status(job_id)["status"] == "pending"
+
+
+def test_wait_gives_up_after_its_timeout_with_the_last_status(idle, image_server):
+    client = GenerationClient(TEST_KEY, idle.url)
+    job_id = client.create_batch(batch_lots(image_server, "slow"))["job_id"]
+    with pytest.raises(WaitTimeout) as caught:
+        client.wait(job_id, poll_interval=0.05, timeout=0.3)
+    assert caught.value.job_id == job_id and caught.value.last["status"] == "pending"
+
+
+def test_wait_rides_out_rate_limits(make_live, image_server):
+    live = make_live(RATELIMIT_ENABLED="true", RATE_LIMIT_POLLING="4/second")
+    client = GenerationClient(TEST_KEY, live.url)
+    job_id = client.create_batch(batch_lots(image_server, "limited"))["job_id"]
+    hits = []
+    original = client.status
+
+    def counting_status(job):
+        try:
+            return original(job)
+        except ApiError as exc:
+            hits.append(exc.status)
+            raise
+
+    client.status = counting_status
+    assert client.wait(job_id, poll_interval=0.01, timeout=60)["status"] == "completed"
+    assert 429 in hits
+
+
+def test_download_streams_the_results_file(live, image_server, tmp_path):
+    client = GenerationClient(TEST_KEY, live.url)
+    job_id = client.create_batch(batch_lots(image_server, "dl"))["job_id"]
+    client.wait(job_id, poll_interval=0.05, timeout=60)
+    folder = tmp_path / "downloads"
+    folder.mkdir()
+    chosen = client.download(job_id, folder / "mine.json")
+    assert chosen == folder / "mine.json"
+    named = client.download(job_id, folder)
+    assert named == folder / f"batch_results_{job_id}.json"
+    for path in (chosen, named):
+        document = json.loads(path.read_text(encoding="utf-8"))
+        assert [lot["lot_id"] for lot in document["results"]["lots"]] == ["dl-0", "dl-1"]
+    assert sorted(p.name for p in folder.iterdir()) == sorted([chosen.name, named.name])
+
+
+def test_download_of_a_running_job_raises_and_leaves_no_file(idle, image_server, tmp_path):
+    client = GenerationClient(TEST_KEY, idle.url)
+    job_id = client.create_batch(batch_lots(image_server, "dl-early"))["job_id"]
+    folder = tmp_path / "downloads"
+    folder.mkdir()
+    with pytest.raises(ApiError) as caught:
+        client.download(job_id, folder / "out.json")
+    assert caught.value.status == 202
+    assert list(folder.iterdir()) == []
+
+
+def test_list_jobs_filters_and_pages_with_a_signed_query(idle, image_server):
+    client = GenerationClient(TEST_KEY, idle.url)
+    before = datetime.now(timezone.utc) - timedelta(seconds=5)
+    ids = [client.create_batch(batch_lots(image_server, f"list{i}"))["job_id"] for i in range(3)]
+    client.cancel(ids[0])
+
+    everything = client.list_jobs()
+    assert {job["id"] for job in everything["jobs"]} == set(ids)
+    cancelled = client.list_jobs(status="cancelled")
+    assert [job["id"] for job in cancelled["jobs"]] == [ids[0]]
+    page = client.list_jobs(status="pending", limit=1, offset=1)
+    assert len(page["jobs"]) == 1 and page["pagination"] == {"limit": 1, "offset": 1, "total": 2, "has_more": False}
+    # "+00:00" and ":" travel percent-encoded; the signature must cover exactly those bytes
+    recent = client.list_jobs(created_after=before, created_before=before + timedelta(hours=1))
+    assert recent["pagination"]["total"] == 3
+    assert client.list_jobs(created_before=before)["pagination"]["total"] == 0
+    assert client.list_jobs(created_after=before.strftime("%Y-%m-%dT%H:%M:%SZ"))["pagination"]["total"] == 3
+
+
+def test_cancel_answers_cancelled_then_refuses_a_second_time(idle, image_server):
+    client = GenerationClient(TEST_KEY, idle.url)
+    job_id = client.create_batch(batch_lots(image_server, "stop"))["job_id"]
+    answer = client.cancel(job_id)
+    assert answer["status"] == "cancelled" and answer["job_id"] == job_id
+    with pytest.raises(ApiError) as caught:
+        client.cancel(job_id)
+    assert caught.value.status == 400 and caught.value.code == "JOB_NOT_CANCELLABLE"
+
+
+def test_errors_carry_status_code_message_and_details(live, image_server):
+    with pytest.raises(ApiError) as wrong_key:
+        GenerationClient("a-wrong-key-that-is-long-enough-0123456789", live.url).status("some-job")
+    assert wrong_key.value.status == 403 and wrong_key.value.code == "INVALID_SIGNATURE"
+    with pytest.raises(ApiError) as unknown:
+        GenerationClient(TEST_KEY, live.url).status("no-such-job")
+    assert unknown.value.status == 404 and unknown.value.code == "JOB_NOT_FOUND"
+    assert unknown.value.details == {"job_id": "no-such-job"}
+    assert unknown.value.to_dict()["status"] == 404 and unknown.value.message
+
+
+def test_webhook_deliveries_and_redeliver_against_the_service(make_live, image_server, receiver):
+    live = make_live()
+    if "api.webhook_deliveries" not in live.app.view_functions or "api.redeliver" not in live.app.view_functions:
+        pytest.skip("the webhook-deliveries routes are not in this build yet")
+    client = GenerationClient(TEST_KEY, live.url)
+    lots = [make_lot(f"hook-{i}", photos(image_server, f"hook{i}"), webhook=receiver.url()) for i in range(2)]
+    job_id = client.create_batch(lots)["job_id"]
+    client.wait(job_id, poll_interval=0.05, timeout=60)
+    receiver.wait_for(1)
+    listing = client.webhook_deliveries(job_id)
+    deliveries = listing.get("deliveries") or listing.get("webhook_deliveries") or []
+    assert deliveries, listing
+    client.redeliver(deliveries[0]["id"])
+    receiver.wait_for(2)
+
+
+# ---- request shapes against a stub --------------------------------------------------------------
+
+class Stub:
+    """Records each request and answers 200 with a small JSON body."""
+
+    def __init__(self):
+        self.requests: list[tuple[str, str, dict]] = []
+        stub = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args):
+                pass
+
+            def _answer(self):
+                stub.requests.append((self.command, self.path, {k.lower(): v for k, v in self.headers.items()}))
+                body = b'{"deliveries": [], "ok": true}'
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            do_GET = do_POST = _answer
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.server.server_port}"
+
+
+@pytest.fixture
+def stub():
+    server = Stub()
+    yield server
+    server.server.shutdown()
+    server.server.server_close()
+
+
+def test_delivery_calls_use_the_documented_paths_and_signatures(stub):
+    client = GenerationClient(TEST_KEY, stub.url)
+    client.webhook_deliveries("job-42")
+    client.redeliver(17)
+    (m1, p1, h1), (m2, p2, h2) = stub.requests
+    assert (m1, p1) == ("GET", "/api/v1/batch-jobs/job-42/webhook-deliveries")
+    assert h1["x-signature"] == header_signature("job-42")
+    assert (m2, p2) == ("POST", "/api/v1/webhook-deliveries/17/redeliver")
+    assert h2["x-signature"] == header_signature("17")
+
+
+def test_list_jobs_signs_the_query_string_as_it_is_sent(stub):
+    client = GenerationClient(TEST_KEY, stub.url)
+    client.list_jobs(status="completed", limit=5, created_after="2026-01-01T00:00:00+02:00")
+    client.list_jobs()
+    (_, with_query, headers), (_, bare, bare_headers) = stub.requests
+    path, query = with_query.split("?", 1)
+    assert path == "/api/v1/batch-jobs" and "%2B02%3A00" in query
+    assert headers["x-signature"] == header_signature(query)
+    assert bare == "/api/v1/batch-jobs" and bare_headers["x-signature"] == header_signature("")
+
