@@ -11,7 +11,7 @@ from app.config import VERSION, Settings
 
 def create_app(test_config: Mapping[str, Any] | Settings | None = None, *, start_worker: bool | None = None) -> Flask:
     """Build the app. ``test_config`` is a Settings object or a mapping of environment-style overrides."""
-    from app import api, errors, health, limits, logs, web
+    from app import api, dashboard, errors, health, limits, logs, web
     from app.runtime import Runtime
 
     if isinstance(test_config, Settings):
@@ -41,6 +41,7 @@ def create_app(test_config: Mapping[str, Any] | Settings | None = None, *, start
     health.init_app(app)
     web.init_app(app)
     limits.init_app(app)
+    dashboard.init_app(app)
     if start_worker if start_worker is not None else settings.worker_enabled:
         runtime.start_worker()
     logging.getLogger(__name__).info("generation service %s ready (database %s, OpenAI: %s)", VERSION,

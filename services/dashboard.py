@@ -1,0 +1,197 @@
+"""What the job dashboard shows, read straight from the database (no Flask here).
+
+Every view is a plain JSON-ready dict, so the HTML pages and the dashboard's polling endpoint
+render the same numbers. Lists are read one page at a time: a 50,000-lot job costs one page
+of lots and a few grouped counts, never a scan into memory.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Iterable
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from database import Database
+from database.models import JOB_STATUSES, BatchJob, BatchLot, BatchResult, WebhookDelivery
+from services.clock import iso
+from services.jobs import completion_percentage, current_stage
+from services.languages import language_name
+
+JOBS_PER_PAGE = 25
+LOTS_PER_PAGE = 50
+DELIVERIES_SHOWN = 50
+DELIVERY_STATUSES = ("delivered", "pending", "failed")
+LOT_FILTERS = ("all", "completed", "failed", "unfinished")
+
+
+@dataclass(frozen=True)
+class Page:
+    number: int
+    size: int
+    total: int
+
+    @property
+    def count(self) -> int:
+        return max(1, -(-self.total // self.size))
+
+    @property
+    def offset(self) -> int:
+        return (self.number - 1) * self.size
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"number": self.number, "size": self.size, "total": self.total, "count": self.count,
+                "has_previous": self.number > 1, "has_next": self.number < self.count}
+
+
+def page_of(requested: Any, size: int, total: int) -> Page:
+    """The requested page number, clamped to the pages that exist (bad input means page 1)."""
+    try:
+        number = int(requested)
+    except (TypeError, ValueError):
+        number = 1
+    last = max(1, -(-total // size))
+    return Page(number=min(max(number, 1), last), size=size, total=total)
+
+
+def webhook_counts(session: Session, job_ids: Iterable[str]) -> dict[str, dict[str, int]]:
+    """Delivered / pending / failed webhook deliveries per job."""
+    ids = list(job_ids)
+    counts = {job_id: dict.fromkeys(DELIVERY_STATUSES, 0) for job_id in ids}
+    if not ids:
+        return counts
+    rows = session.execute(select(WebhookDelivery.batch_job_id, WebhookDelivery.status, func.count())
+                           .where(WebhookDelivery.batch_job_id.in_(ids))
+                           .group_by(WebhookDelivery.batch_job_id, WebhookDelivery.status)).all()
+    for job_id, status, count in rows:
+        counts[job_id][status] = counts[job_id].get(status, 0) + count
+    return counts
+
+
+def job_summary(job: BatchJob, webhooks: dict[str, int]) -> dict[str, Any]:
+    return {
+        "id": job.id,
+        "status": job.status,
+        "stage": current_stage(job),
+        "strategy": job.strategy,
+        "active": job.is_active,
+        "completion_percentage": completion_percentage(job),
+        "total_lots": job.total_lots,
+        "processed_lots": job.processed_lots,
+        "failed_lots": job.failed_lots,
+        "translated_lots": job.translated_lots,
+        "languages": list(job.languages or []),
+        "tokens": {"input": job.input_tokens or 0, "output": job.output_tokens or 0, "total": job.total_tokens},
+        "webhooks": webhooks,
+        "webhook_configured": job.webhook_configured,
+        "created_at": iso(job.created_at),
+        "updated_at": iso(job.updated_at),
+        "completed_at": iso(job.completed_at),
+        "estimated_completion": iso(job.estimated_completion) if job.is_active else None,
+        "error_message": job.error_message,
+    }
+
+
+def status_counts(session: Session) -> dict[str, int]:
+    rows = session.execute(select(BatchJob.status, func.count()).group_by(BatchJob.status)).all()
+    counts = dict.fromkeys(JOB_STATUSES, 0)
+    counts.update({status: count for status, count in rows})
+    return counts
+
+
+def jobs_overview(db: Database, page: Any = 1, status: str | None = None) -> dict[str, Any]:
+    """One page of jobs, newest first, with the job counts per status."""
+    status = status if status in JOB_STATUSES else None
+    with db.session() as session:
+        counts = status_counts(session)
+        total = counts[status] if status else sum(counts.values())
+        current = page_of(page, JOBS_PER_PAGE, total)
+        query = select(BatchJob).order_by(BatchJob.created_at.desc(), BatchJob.id)
+        if status:
+            query = query.where(BatchJob.status == status)
+        jobs = session.scalars(query.limit(current.size).offset(current.offset)).all()
+        hooks = webhook_counts(session, [job.id for job in jobs])
+    return {"jobs": [job_summary(job, hooks[job.id]) for job in jobs], "counts": counts, "status": status,
+            "page": current.as_dict()}
+
+
+def delivery_row(delivery: WebhookDelivery) -> dict[str, Any]:
+    return {
+        "id": delivery.id, "url": delivery.webhook_url, "event": delivery.event, "status": delivery.status,
+        "chunk": f"{delivery.chunk_index + 1}/{delivery.chunk_count}",
+        "attempts": f"{delivery.attempt_count}/{delivery.max_attempts}",
+        "last_status_code": delivery.last_status_code, "error_message": delivery.error_message,
+        "last_attempt_at": iso(delivery.last_attempt_at), "next_attempt_at": iso(delivery.next_attempt_at),
+        "delivered_at": iso(delivery.delivered_at),
+    }
+
+
+def job_detail(db: Database, job_id: str) -> dict[str, Any] | None:
+    """A job's summary, its OpenAI batch ids, lot counts per status and its first webhook deliveries."""
+    if not isinstance(job_id, str) or len(job_id) > 64:
+        return None
+    with db.session() as session:
+        job = session.get(BatchJob, job_id)
+        if job is None:
+            return None
+        hooks = webhook_counts(session, [job.id])[job.id]
+        lot_counts = dict(session.execute(select(BatchLot.status, func.count()).where(BatchLot.job_id == job.id)
+                                          .group_by(BatchLot.status)).all())
+        deliveries = session.scalars(select(WebhookDelivery).where(WebhookDelivery.batch_job_id == job.id)
+                                     .order_by(WebhookDelivery.id).limit(DELIVERIES_SHOWN)).all()
+    detail = job_summary(job, hooks)
+    detail.update({
+        "openai_vision_batch_id": job.openai_vision_batch_id,
+        "openai_translation_batch_id": job.openai_translation_batch_id,
+        "total_images": job.total_images,
+        "total_images_processed": job.total_images_processed,
+        "lot_counts": lot_counts,
+        "deliveries": [delivery_row(d) for d in deliveries],
+        "deliveries_total": sum(hooks.values()),
+    })
+    return detail
+
+
+def _lot_filter(query, only: str):
+    if only == "completed":
+        return query.where(BatchLot.status == "completed")
+    if only == "failed":
+        return query.where(BatchLot.status == "failed")
+    if only == "unfinished":
+        return query.where(BatchLot.status.not_in(("completed", "failed")))
+    return query
+
+
+def lot_row(lot: BatchLot, languages: list[str], texts: dict[str, str]) -> dict[str, Any]:
+    """One lot for display. ``damages`` is the stored HTML; the page sanitizes it again before showing it."""
+    return {
+        "seq": lot.seq,
+        "lot_id": lot.lot_id,
+        "status": lot.status,
+        "image_count": len(lot.image_urls or []),
+        "processed_images": lot.processed_images,
+        "missing_images": list(lot.missing_images or []),
+        "error": lot.error_message if lot.status == "failed" else None,
+        "processed_at": iso(lot.processed_at),
+        "descriptions": [{"language": code, "language_name": language_name(code), "damages": texts[code]}
+                         for code in languages if code in texts],
+    }
+
+
+def lots_page(db: Database, job_id: str, page: Any = 1, only: str = "all") -> dict[str, Any]:
+    """One page of a job's lots in request order, with their descriptions."""
+    only = only if only in LOT_FILTERS else "all"
+    with db.session() as session:
+        languages = session.scalar(select(BatchJob.languages).where(BatchJob.id == job_id)) or []
+        total = session.scalar(_lot_filter(select(func.count()).select_from(BatchLot)
+                                           .where(BatchLot.job_id == job_id), only)) or 0
+        current = page_of(page, LOTS_PER_PAGE, total)
+        lots = session.scalars(_lot_filter(select(BatchLot).where(BatchLot.job_id == job_id), only)
+                               .order_by(BatchLot.seq).limit(current.size).offset(current.offset)).all()
+        rows = session.execute(select(BatchResult.lot_pk, BatchResult.language, BatchResult.damages)
+                               .where(BatchResult.lot_pk.in_([lot.id for lot in lots]))).all() if lots else []
+    texts: dict[int, dict[str, str]] = {}
+    for lot_pk, language, damages in rows:
+        texts.setdefault(lot_pk, {})[language] = damages
+    return {"lots": [lot_row(lot, languages, texts.get(lot.id, {})) for lot in lots], "filter": only,
+            "page": current.as_dict()}
