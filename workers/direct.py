@@ -4,26 +4,29 @@ For small jobs (minutes instead of hours) and for OpenAI-compatible servers with
 """
 from __future__ import annotations
 
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
 from typing import Callable
 
 from sqlalchemy import select
+from sqlalchemy.orm import Session
 
 from database import Database
 from database.models import BatchLot
 from services.errors import UpstreamError
 from services.openai_client import OpenAIGateway, Usage
+from workers.leases import Lease
 from workers.stages import Outcome, Stage
 
 
 class DirectRunner:
     def __init__(self, db: Database, ai: OpenAIGateway, stage: Stage, pool: ThreadPoolExecutor, concurrency: int,
-                 add_usage: Callable[[Usage], None]):
+                 lease: Lease, add_usage: Callable[[Session, Usage], None]):
         self.db = db
         self.ai = ai
         self.stage = stage
         self.pool = pool
         self.concurrency = concurrency
+        self.lease = lease
         self.add_usage = add_usage
 
     def _call(self, lot: BatchLot) -> Outcome | UpstreamError:
@@ -33,6 +36,21 @@ class DirectRunner:
             if exc.rate_limited:
                 return exc
             return Outcome(lot.seq, error=(exc.details or {}).get("openai_error") or exc.message)
+
+    def _answers(self, lots: list[BatchLot]) -> list[Outcome | UpstreamError]:
+        """Call the model for each lot, renewing the lease while the calls run.
+
+        A page of slow calls can outlast the lease; without renewing, another worker would take
+        the job over and pay for the same lots again.
+        """
+        self.lease.check_active()
+        futures: list[Future] = [self.pool.submit(self._call, lot) for lot in lots]
+        while True:
+            done, pending = wait(futures, timeout=self.lease.seconds / 3, return_when=FIRST_EXCEPTION)
+            if not pending or any(f.exception() is not None for f in done):
+                break
+            self.lease.renew()
+        return [future.result() for future in futures]
 
     def advance(self) -> str:
         """Run one page of waiting lots; ``again``, ``backoff`` (rate limited) or ``done``."""
@@ -45,11 +63,11 @@ class DirectRunner:
             outcomes = [Outcome(lot.seq, body={}) for lot in lots]
             limited = []
         else:
-            answers = list(self.pool.map(self._call, lots))
+            answers = self._answers(lots)
             outcomes = [a for a in answers if isinstance(a, Outcome)]
             limited = [a for a in answers if not isinstance(a, Outcome)]
         if outcomes:
             with self.db.transaction() as session:
-                usage = self.stage.apply(session, outcomes, None)
-            self.add_usage(usage)
+                self.lease.fence(session)
+                self.add_usage(session, self.stage.apply(session, outcomes, None))
         return "backoff" if limited else "again"

@@ -22,8 +22,9 @@ from services.clock import utcnow
 from services.images import required_images
 from services.jobs import fail_unfinished_lots
 from services.openai_client import Usage
-from workers import leases
+from workers import faults, leases
 from workers.direct import DirectRunner
+from workers.leases import LeaseLost
 from workers.shards import ShardManager
 from workers.stages import Stage, TranslationStage, VisionStage
 
@@ -34,10 +35,6 @@ BACKOFF_SECONDS = 5.0
 TIME_SLICE_SECONDS = 20.0
 
 
-class LeaseLost(Exception):
-    """Another process holds the job now (our lease expired) or the job left the active states."""
-
-
 class JobRunner:
     def __init__(self, runtime, owner: str):
         self.rt = runtime
@@ -45,11 +42,14 @@ class JobRunner:
         self.settings = runtime.settings
         self.owner = owner
         self.pool = ThreadPoolExecutor(max_workers=self.settings.direct_concurrency, thread_name_prefix="direct")
-        self._last_renew = 0.0
+        self._io = ThreadPoolExecutor(max_workers=1, thread_name_prefix="job-io")
+        self.lease: leases.Lease | None = None
         self.time_slice = TIME_SLICE_SECONDS
+        faults.check(self.settings.crash_after)
 
     def close(self) -> None:
         self.pool.shutdown(wait=False, cancel_futures=True)
+        self._io.shutdown(wait=False, cancel_futures=True)
 
     # ---- claiming ----------------------------------------------------------------------------
     def due_condition(self, now):
@@ -60,18 +60,28 @@ class JobRunner:
             return leases.claim(session, BatchJob, self.due_condition(utcnow()), BatchJob.next_run_at, limit,
                                 self.owner, self.settings.worker_lease_seconds)
 
+    def hold(self, job_id: str) -> leases.Lease:
+        """The lease of a job this runner just claimed; paid work needs the job still active."""
+        self.lease = leases.Lease(self.db, BatchJob, job_id, self.owner, self.settings.worker_lease_seconds,
+                                  active=BatchJob.status.in_(JOB_ACTIVE))
+        return self.lease
+
     def heartbeat(self, job_id: str) -> None:
-        if time.monotonic() - self._last_renew < self.settings.worker_lease_seconds / 3:
-            return
-        with self.db.session() as session:
-            if not leases.renew(session, BatchJob, [job_id], self.owner, self.settings.worker_lease_seconds):
-                raise LeaseLost(job_id)
-        self._last_renew = time.monotonic()
+        self.lease.renew()
+
+    def _renewing(self, fn, *args):
+        """Run ``fn`` on the side and renew the lease until it returns (``fn`` must bound its own time)."""
+        future = self._io.submit(fn, *args)
+        while True:
+            try:
+                return future.result(timeout=self.lease.seconds / 3)
+            except TimeoutError:
+                self.lease.renew()
 
     # ---- running -----------------------------------------------------------------------------
     def run(self, job_id: str, stop: threading.Event | None = None) -> None:
         """Advance one claimed job as far as it can go now (within a time slice), then hand it back."""
-        self._last_renew = time.monotonic()
+        self.hold(job_id)
         started = time.monotonic()
         delay = 0.0
         try:
@@ -87,8 +97,9 @@ class JobRunner:
                     break
                 self.heartbeat(job_id)
         except LeaseLost:
-            log.warning("job %s: lease lost, another worker carries on", job_id)
-            return
+            # either another worker holds the job (then the release below changes nothing), or the job
+            # was cancelled or failed under us: hand it back at once so its batches are cancelled now
+            log.warning("job %s: lease lost or job ended; handing it back", job_id)
         except Exception:
             log.exception("job %s: step failed; retrying later", job_id)
             delay = max(self.settings.worker_poll_interval, BACKOFF_SECONDS)
@@ -112,12 +123,12 @@ class JobRunner:
                 raise LeaseLost(job.id)
 
     def _add_usage(self, job: BatchJob):
-        def add(usage: Usage) -> None:
+        """Tokens are added in the transaction that stores the answers, so a crash cannot lose or repeat them."""
+        def add(session, usage: Usage) -> None:
             if usage.input_tokens or usage.output_tokens:
-                with self.db.transaction() as session:
-                    session.execute(update(BatchJob).where(BatchJob.id == job.id).values(
-                        input_tokens=BatchJob.input_tokens + usage.input_tokens,
-                        output_tokens=BatchJob.output_tokens + usage.output_tokens))
+                session.execute(update(BatchJob).where(BatchJob.id == job.id).values(
+                    input_tokens=BatchJob.input_tokens + usage.input_tokens,
+                    output_tokens=BatchJob.output_tokens + usage.output_tokens))
         return add
 
     # ---- stages ------------------------------------------------------------------------------
@@ -135,7 +146,7 @@ class JobRunner:
             self._set_job(job, stage="vision")
             return None
         if self.settings.batch_validate_images:
-            checks = self.rt.images.check_many_lots([lot.image_urls for lot in lots])
+            checks = self._renewing(self.rt.images.check_many_lots, [lot.image_urls for lot in lots])
         else:
             checks = None
         rows = []
@@ -149,17 +160,21 @@ class JobRunner:
                                          f"reachable (missing: {', '.join(missing[:5])})")
             rows.append(row)
         with self.db.transaction() as session:
-            session.execute(update(BatchLot), rows)
+            self.lease.fence(session)
+            session.execute(update(BatchLot).where(BatchLot.status == "pending")
+                            .execution_options(synchronize_session=None), rows)
         self._refresh(job)
         return None
 
     def _stage_paid(self, job: BatchJob, stage: Stage, next_stage: str) -> float | None:
         add = self._add_usage(job)
         if job.strategy == "direct" or not stage.needs_api:
-            state = DirectRunner(self.db, self.rt.ai, stage, self.pool, self.settings.direct_concurrency, add).advance()
+            state = DirectRunner(self.db, self.rt.ai, stage, self.pool, self.settings.direct_concurrency, self.lease,
+                                 add).advance()
         else:
             state = ShardManager(self.db, self.rt.ai, stage, self.settings.batch_shard_max_requests,
-                                 self.settings.batch_shard_max_bytes, lambda: self.heartbeat(job.id), add).advance()
+                                 self.settings.batch_shard_max_bytes, self.lease, add,
+                                 self.settings.crash_after).advance()
         self._refresh(job)
         if state == "done":
             values = {"stage": next_stage}
@@ -211,8 +226,9 @@ class JobRunner:
 
     def stage_cancelling(self, job: BatchJob) -> float | None:
         for stage in (VisionStage(self.rt.ai, job, 1), TranslationStage(self.rt.ai, job, 1)):
-            ShardManager(self.db, self.rt.ai, stage, 1, 1, lambda: None, lambda usage: None).cancel_open()
+            ShardManager(self.db, self.rt.ai, stage, 1, 1, self.lease, lambda session, usage: None).cancel_open()
         with self.db.transaction() as session:
+            self.lease.fence(session)
             session.execute(update(BatchJob).where(BatchJob.id == job.id, BatchJob.stage == "cancelling")
                             .values(stage="done"))
         return 0.0
@@ -246,7 +262,10 @@ class JobRunner:
             values["processed_lots"] = min(job.total_lots - failed, values["processed_lots"] + int(inflight))
             values["estimated_completion"] = self._estimate(job, values)
         with self.db.transaction() as session:
-            session.execute(update(BatchJob).where(BatchJob.id == job.id).values(updated_at=utcnow(), **values))
+            # only the final count may touch an ended job: a late refresh must not rewrite what it reports
+            condition = [] if final else [BatchJob.status.in_(JOB_ACTIVE)]
+            session.execute(update(BatchJob).where(BatchJob.id == job.id, *condition)
+                            .values(updated_at=utcnow(), **values))
 
     def _estimate(self, job: BatchJob, values: dict[str, int]):
         """Project the finish from the share of work done so far; keep the first guess until 5% is done."""

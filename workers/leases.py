@@ -7,6 +7,7 @@ simply stops renewing; its rows become free when the lease expires.
 """
 from __future__ import annotations
 
+import time
 from datetime import timedelta
 from typing import Any, Sequence
 
@@ -14,6 +15,10 @@ from sqlalchemy import and_, or_, select, update
 from sqlalchemy.orm import Session
 
 from services.clock import utcnow
+
+
+class LeaseLost(Exception):
+    """Another process holds the work now (our lease lapsed and was claimed), or the work may no longer go on."""
 
 
 def lease_free(model, now):
@@ -65,3 +70,48 @@ def release(session: Session, model, ids: Sequence[Any], owner: str, **values) -
         .execution_options(synchronize_session=False)
     )
     session.commit()
+
+
+class Lease:
+    """A row this process claimed, and the proof, inside each write made for it, that it still holds it.
+
+    A worker can stall (a pause, a slow call) past its lease while another takes the work over;
+    when it wakes up, whatever it was about to write is stale. So every write for leased work
+    starts with ``fence(session)``: an UPDATE that extends the lease only WHERE the owner is still
+    us, in the same transaction. If the row is no longer ours the write is abandoned
+    (``LeaseLost``); on PostgreSQL the UPDATE also holds the row until commit, so a takeover cannot
+    slip in between the proof and the write.
+    """
+
+    def __init__(self, db, model, key: Any, owner: str, seconds: float, active=None):
+        self.db = db
+        self.model = model
+        self.key = key
+        self.owner = owner
+        self.seconds = seconds
+        self.active = active
+        self._renewed = time.monotonic()
+
+    def fence(self, session: Session, *conditions) -> None:
+        """Prove ownership (and ``conditions``) in ``session``'s transaction, extending the lease; else LeaseLost."""
+        pk = self.model.__mapper__.primary_key[0]
+        result = session.execute(
+            update(self.model).where(pk == self.key, self.model.lease_owner == self.owner, *conditions)
+            .values(lease_expires_at=utcnow() + timedelta(seconds=self.seconds))
+            .execution_options(synchronize_session=False)
+        )
+        if result.rowcount == 0:
+            raise LeaseLost(self.key)
+        self._renewed = time.monotonic()
+
+    def renew(self) -> None:
+        """Extend the lease if a third of it has passed since the last proof; LeaseLost if it is gone."""
+        if time.monotonic() - self._renewed < self.seconds / 3:
+            return
+        with self.db.transaction() as session:
+            self.fence(session)
+
+    def check_active(self) -> None:
+        """Before anything that costs money: the lease is ours and the work is still wanted (e.g. not cancelled)."""
+        with self.db.transaction() as session:
+            self.fence(session, *([] if self.active is None else [self.active]))

@@ -88,7 +88,7 @@ class Worker:
                 log.exception("Background worker: job loop iteration failed")
                 self._stop.wait(1.0)
             if not busy:
-                self._sleep(self._job_wake, self._next_job_due())
+                self._sleep(self._job_wake, self._due_or_none(self._next_job_due))
 
     def _webhook_loop(self) -> None:
         while not self._stop.is_set():
@@ -100,7 +100,20 @@ class Worker:
                 self._stop.wait(1.0)
             if not started:
                 self._sleep(self._hook_wake, None if self.webhooks.busy >= self.webhooks.size
-                            else self.webhooks.next_due())
+                            else self._due_or_none(self.webhooks.next_due))
+
+    @staticmethod
+    def _due_or_none(next_due):
+        """When work next falls due; None (sleep one poll interval) if the database cannot say.
+
+        It is asked outside the loops' error handling, and an exception there would end the
+        thread for good: one database restart would stop this process's worker forever.
+        """
+        try:
+            return next_due()
+        except Exception:
+            log.exception("Background worker: could not read when work is next due")
+            return None
 
     def _sleep(self, event: threading.Event, next_due) -> None:
         timeout = self.settings.worker_poll_interval

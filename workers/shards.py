@@ -16,6 +16,7 @@ from datetime import timedelta
 from typing import Callable
 
 from sqlalchemy import func, select, update
+from sqlalchemy.orm import Session
 
 from database import Database
 from database.models import BatchJob, BatchLot, OpenAIBatch
@@ -23,6 +24,8 @@ from database.models.openai_batches import SHARD_OPEN
 from services.batches import ShardCutter, parse_output_line, request_line
 from services.errors import UpstreamError
 from services.openai_client import OpenAIGateway, Usage
+from workers import faults
+from workers.leases import Lease
 from workers.stages import Outcome, Stage
 
 log = logging.getLogger(__name__)
@@ -32,16 +35,28 @@ TERMINAL = ("completed", "failed", "expired", "cancelled")
 
 
 class ShardManager:
+    """Drives one stage of one job through the Batch API.
+
+    Every write goes through ``lease.fence`` (a worker that lost the job writes nothing) and
+    everything that costs money is preceded by ``lease.check_active`` (a cancelled or failed job
+    creates no more batches). ``add_usage(session, usage)`` records tokens in the transaction that
+    stores the answers they paid for.
+    """
+
     def __init__(self, db: Database, ai: OpenAIGateway, stage: Stage, max_requests: int, max_bytes: int,
-                 heartbeat: Callable[[], None], add_usage: Callable[[Usage], None]):
+                 lease: Lease, add_usage: Callable[[Session, Usage], None], crash_after: str | None = None):
         self.db = db
         self.ai = ai
         self.stage = stage
         self.job = stage.job
         self.max_requests = max_requests
         self.max_bytes = max_bytes
-        self.heartbeat = heartbeat
+        self.lease = lease
         self.add_usage = add_usage
+        self.crash_after = crash_after
+
+    def _crash_point(self, step: str) -> None:
+        faults.crash_point(self.crash_after, f"{self.stage.kind}_{step}")
 
     # ---- queries ------------------------------------------------------------------------------
     def _pages(self, condition):
@@ -55,7 +70,7 @@ class ShardManager:
                 return
             last = lots[-1].seq
             yield lots
-            self.heartbeat()
+            self.lease.renew()
 
     def open_shards(self) -> list[OpenAIBatch]:
         with self.db.session() as session:
@@ -76,8 +91,8 @@ class ShardManager:
         first = last = None
         attempt = 0
         with self.db.session() as session:
-            next_shard = (session.scalar(select(func.max(OpenAIBatch.shard)).where(
-                OpenAIBatch.job_id == self.job.id, OpenAIBatch.kind == self.stage.kind)) or -1) + 1
+            next_shard = session.scalar(select(func.coalesce(func.max(OpenAIBatch.shard), -1)).where(
+                OpenAIBatch.job_id == self.job.id, OpenAIBatch.kind == self.stage.kind)) + 1
         for lots in self._pages(self.stage.shard_column.is_(None)):
             for lot in lots:
                 size = len(request_line(lot.seq, self.stage.request_body(lot)))
@@ -95,10 +110,13 @@ class ShardManager:
         if cutter.count:
             self._assign(next_shard + created, first, last, cutter.count, attempt)
             created += 1
+        if created:
+            self._crash_point("planned")
         return created
 
     def _assign(self, shard: int, first: int, last: int, count: int, attempt: int) -> None:
         with self.db.transaction() as session:
+            self.lease.fence(session)
             session.add(OpenAIBatch(job_id=self.job.id, kind=self.stage.kind, shard=shard, attempt=attempt,
                                     status="building", request_count=count))
             session.execute(update(BatchLot).where(self.stage.waiting(), self.stage.shard_column.is_(None),
@@ -119,26 +137,34 @@ class ShardManager:
             if count == 0:
                 self._set(shard, status="collected")
                 return
+            self.lease.check_active()
             file_id = self.ai.upload_batch_file(path, f"{self.job.id}-{self.stage.kind}-{shard.shard}.jsonl")
         finally:
             os.unlink(path)
+        self._crash_point("uploaded")
         self._set(shard, status="uploaded", input_file_id=file_id, request_count=count)
 
     def submit(self, shard: OpenAIBatch) -> None:
         """Find the batch this shard already created (a crash after creating it), or create it."""
-        tags = shard.metadata_tags
-        created_after = int((shard.created_at - timedelta(minutes=5)).timestamp())
-        batch = self.ai.find_batch(tags, created_after=created_after)
+        batch = self._find(shard)
         if batch is None:
-            batch = self.ai.create_batch(shard.input_file_id, tags)
+            self.lease.check_active()
+            batch = self.ai.create_batch(shard.input_file_id, shard.metadata_tags)
+            self._crash_point("batch_created")
         else:
             log.warning("job %s: found %s shard %d batch %s again by its metadata", self.job.id,
                         self.stage.kind, shard.shard, batch.id)
-        self._set(shard, status="submitted", batch_id=batch.id, openai_status=batch.status)
         column = BatchJob.openai_vision_batch_id if self.stage.kind == "vision" else BatchJob.openai_translation_batch_id
+        # the shard and the job learn the batch id together, so the status endpoint can never miss it
         with self.db.transaction() as session:
+            self.lease.fence(session)
+            self._update_shard(session, shard, status="submitted", batch_id=batch.id, openai_status=batch.status)
             session.execute(update(BatchJob).where(BatchJob.id == self.job.id, column.is_(None))
                             .values({column.key: batch.id}))
+
+    def _find(self, shard: OpenAIBatch):
+        created_after = int((shard.created_at - timedelta(minutes=5)).timestamp())
+        return self.ai.find_batch(shard.metadata_tags, created_after=created_after)
 
     def poll(self, shard: OpenAIBatch) -> None:
         batch = self.ai.retrieve_batch(shard.batch_id)
@@ -155,6 +181,7 @@ class ShardManager:
         reason = self._unanswered_reason(batch)
         for lots in self._pages(self.stage.shard_column == shard.shard):
             with self.db.transaction() as session:
+                self.lease.fence(session)
                 for lot in lots:
                     self.stage.fail_or_retry(session, lot, reason)
         self._set(shard, status="collected", output_file_id=batch.output_file_id, error_file_id=batch.error_file_id,
@@ -176,9 +203,9 @@ class ShardManager:
 
     def _apply(self, outcomes: list[Outcome], shard: int) -> None:
         with self.db.transaction() as session:
-            usage = self.stage.apply(session, outcomes, shard)
-        self.add_usage(usage)
-        self.heartbeat()
+            self.lease.fence(session)
+            self.add_usage(session, self.stage.apply(session, outcomes, shard))
+        self._crash_point("lines_applied")
 
     @staticmethod
     def _unanswered_reason(batch) -> str:
@@ -194,17 +221,27 @@ class ShardManager:
         return "the OpenAI batch returned no answer for this request"
 
     def cancel_open(self) -> None:
+        """Cancel the OpenAI batch of every open shard, including one created but not recorded before a crash."""
         for shard in self.open_shards():
-            if shard.batch_id:
+            batch_id = shard.batch_id
+            if batch_id is None and shard.status == "uploaded":
+                found = self._find(shard)
+                batch_id = found.id if found is not None else None
+            if batch_id:
                 try:
-                    self.ai.cancel_batch(shard.batch_id)
+                    self.ai.cancel_batch(batch_id)
                 except UpstreamError as exc:
-                    log.warning("job %s: could not cancel batch %s: %s", self.job.id, shard.batch_id, exc.message)
-            self._set(shard, status="cancelled")
+                    log.warning("job %s: could not cancel batch %s: %s", self.job.id, batch_id, exc.message)
+            self._set(shard, status="cancelled", batch_id=batch_id)
 
     def _set(self, shard: OpenAIBatch, **values) -> None:
         with self.db.transaction() as session:
-            session.execute(update(OpenAIBatch).where(OpenAIBatch.id == shard.id).values(**values))
+            self.lease.fence(session)
+            self._update_shard(session, shard, **values)
+
+    @staticmethod
+    def _update_shard(session: Session, shard: OpenAIBatch, **values) -> None:
+        session.execute(update(OpenAIBatch).where(OpenAIBatch.id == shard.id).values(**values))
         for key, value in values.items():
             setattr(shard, key, value)
 
@@ -221,7 +258,7 @@ class ShardManager:
                 self.submit(shard)
             if shard.status == "submitted":
                 self.poll(shard)
-            self.heartbeat()
+            self.lease.renew()
         if self.unassigned_waiting():
             return "again"
         return "wait" if self.open_shards() else "done"

@@ -74,7 +74,9 @@ class Stage:
                 try:
                     values, results, line_usage = self.success_values(lot, outcome.body)
                 except ServiceError as exc:
-                    outcome = Outcome(lot.seq, error=(exc.details or {}).get("openai_error") or exc.message)
+                    # an answer we cannot use was still billed: its tokens count
+                    outcome = Outcome(lot.seq, error=(exc.details or {}).get("openai_error") or exc.message,
+                                      usage=Usage.of(outcome.body.get("usage")))
                 else:
                     self._update(session, lot, values)
                     rows += results
