@@ -46,7 +46,7 @@ class DirectRunner:
         self.lease.check_active()
         futures: list[Future] = [self.pool.submit(self._call, lot) for lot in lots]
         while True:
-            done, pending = wait(futures, timeout=self.lease.seconds / 3, return_when=FIRST_EXCEPTION)
+            done, pending = wait(futures, timeout=self.lease.seconds / 4, return_when=FIRST_EXCEPTION)
             if not pending or any(f.exception() is not None for f in done):
                 break
             self.lease.renew()

@@ -74,7 +74,7 @@ class JobRunner:
         future = self._io.submit(fn, *args)
         while True:
             try:
-                return future.result(timeout=self.lease.seconds / 3)
+                return future.result(timeout=self.lease.seconds / 4)
             except TimeoutError:
                 self.lease.renew()
 
