@@ -38,7 +38,7 @@ def pg_url() -> str:
     return PG_URL
 
 
-def _truncate_pg(url: str) -> None:
+def truncate_pg(url: str) -> None:
     db = Database(normalize_url(url, "instance"))
     from database.migrate import upgrade
 
@@ -58,7 +58,7 @@ def engine_name(request) -> str:
 def database_url(engine_name, tmp_path, request) -> str:
     if engine_name == "postgresql":
         url = request.getfixturevalue("pg_url")
-        _truncate_pg(url)
+        truncate_pg(url)
         return url
     return f"sqlite:///{tmp_path / 'test.db'}"
 
@@ -66,7 +66,7 @@ def database_url(engine_name, tmp_path, request) -> str:
 @pytest.fixture
 def pg_database_url(pg_url) -> str:
     """For tests that need PostgreSQL's row locks (several workers on one database)."""
-    _truncate_pg(pg_url)
+    truncate_pg(pg_url)
     return pg_url
 
 
@@ -171,7 +171,7 @@ def module_live(request, sandbox_server, tmp_path_factory):
     tmp = tmp_path_factory.mktemp("module")
     if request.param == "postgresql":
         url = request.getfixturevalue("pg_url")
-        _truncate_pg(url)
+        truncate_pg(url)
     else:
         url = f"sqlite:///{tmp / 'test.db'}"
     app = create_app(base_config(url, sandbox_server.url, tmp))
