@@ -19,6 +19,8 @@ from services.clock import iso, parse_iso, utcnow
 from services.errors import ServiceError
 from services.lots import GenerateRequest
 
+MAX_OFFSET = 10_000_000
+
 STAGE_NAMES = {
     "queued": "queued",
     "images": "image_validation",
@@ -230,7 +232,7 @@ def parse_list_filters(args) -> dict[str, Any]:
     if status is not None and status not in JOB_STATUSES:
         raise ServiceError(400, "VALIDATION_ERROR", f"'status' must be one of {', '.join(JOB_STATUSES)}",
                            {"field": "status"})
-    return {"status": status, "limit": number("limit", 10, 1, 100), "offset": number("offset", 0, 0, None),
+    return {"status": status, "limit": number("limit", 10, 1, 100), "offset": number("offset", 0, 0, MAX_OFFSET),
             "created_after": moment("created_after"), "created_before": moment("created_before")}
 
 

@@ -123,3 +123,10 @@ def test_direct_strategy_runs_through_the_same_storage(make_live, image_server, 
     assert status["processing_details"]["openai_vision_batch_id"] is None
     lots = api.results(job_id).json()["results"]["lots"]
     assert all([d["language"] for d in item["descriptions"]] == ["en", "it"] for item in lots)
+
+
+def test_list_rejects_an_offset_beyond_any_database_integer(api: Api):
+    """Found by the fuzzer: a 27-digit offset reached PostgreSQL and failed with a 500."""
+    query = "offset=566311281311543157330018304"
+    answer = api.get(f"/api/v1/batch-jobs?{query}", sign=query)
+    assert answer.status_code == 400 and answer.json()["details"]["field"] == "offset"

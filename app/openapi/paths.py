@@ -9,6 +9,7 @@ from app.openapi.examples import (BATCH_REQUEST, BATCH_RESULTS, CANCELLED, EXAMP
                                   WEBHOOK_PAYLOAD, error_example)
 from app.openapi.schemas import ref
 from database.models import JOB_STATUSES
+from services.jobs import MAX_OFFSET
 
 DOCUMENT_PATH = "/api/v1/openapi.json"
 
@@ -264,7 +265,7 @@ def list_parameters() -> list[dict[str, Any]]:
     return [
         query("status", {"type": "string", "enum": list(JOB_STATUSES)}, "Only jobs in this status."),
         query("limit", {"type": "integer", "minimum": 1, "maximum": 100, "default": 10}, "Page size."),
-        query("offset", {"type": "integer", "minimum": 0, "default": 0}, "Jobs to skip."),
+        query("offset", {"type": "integer", "minimum": 0, "maximum": MAX_OFFSET, "default": 0}, "Jobs to skip."),
         query("created_after", {"type": "string", "format": "date-time"}, "Only jobs created at or after this time."),
         query("created_before", {"type": "string", "format": "date-time"},
               "Only jobs created at or before this time."),
