@@ -19,5 +19,16 @@ run: install
 test: install
 	$(BIN)/python -m pytest -q -p no:cacheprovider
 
+FUZZ_SECONDS ?= 600
+
+# the property tests again and again with fresh random seeds until FUZZ_SECONDS have passed
+fuzz: install
+	@end=$$(( $$(date +%s) + $(FUZZ_SECONDS) )); round=0; \
+	while [ $$(date +%s) -lt $$end ]; do \
+	  round=$$((round + 1)); echo "fuzz round $$round"; \
+	  FUZZ_RANDOM=1 FUZZ_MAX_EXAMPLES=$${FUZZ_MAX_EXAMPLES:-200} $(BIN)/python -m pytest -q -p no:cacheprovider \
+	    tests/test_fuzz.py || exit 1; \
+	done; echo "fuzzing ran clean for $(FUZZ_SECONDS) s ($$round rounds)"
+
 clean:
 	rm -rf $(VENV) instance *.egg-info
