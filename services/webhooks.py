@@ -1,8 +1,15 @@
-"""Webhooks: which deliveries a finished job owes, their signed payloads, and one attempt at sending.
+"""Webhooks: which deliveries a finished job owes, their signed payloads, one attempt at sending, and
+the records a client reads back.
 
 Deliveries are recorded in the same transaction that ends the job (so none is lost), one per
 distinct URL and chunk of at most WEBHOOK_MAX_LOTS_PER_DELIVERY lots. The payload is rebuilt
-from the database at each attempt; it does not change once the job has ended.
+from the database at each attempt; it does not change once the job has ended, so every attempt
+of a delivery carries the same bytes under the same ``webhook-id``.
+
+Schedule: attempt 1 at once, then attempt n ``base * 2^(n-2)`` seconds after attempt n-1 began (so a
+receiver sees its requests 30, 60, 120, 240 s apart; after an attempt that timed out, the next one
+follows as soon as it is due), up to the delivery's ``max_attempts``. A redelivery grants a fresh budget and starts the
+schedule over; attempt numbers keep counting, so the history of a delivery reads in order.
 """
 from __future__ import annotations
 
@@ -12,24 +19,30 @@ import time
 import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import httpx
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from database import Database
-from database.models import BatchJob, BatchLot, WebhookAttempt, WebhookDelivery
+from database.models import BatchJob, BatchLot, BatchResult, WebhookAttempt, WebhookDelivery
 from services import signing
 from services.clock import iso, utcnow
+from services.errors import ServiceError
+from services.jobs import get_job
 from services.netguard import blocked_reason
-from services.results import iter_lot_views, summary
+from services.results import PAGE, lot_view, summary
 
 USER_AGENT = "Generation-Service/2.0"
 SUCCESS_CODES = (200, 201, 202)
 EXCERPT_BYTES = 1024
 EVENTS = {"completed": "batch_job_completed", "failed": "batch_job_failed", "cancelled": "batch_job_cancelled"}
+LIST_LIMIT_DEFAULT = 100
+LIST_LIMIT_MAX = 1000
 
+
+# ---- recording what a job owes ------------------------------------------------------------------
 
 def retry_delay(attempts_made: int, base_seconds: float) -> timedelta:
     """Attempt n (n >= 2) follows attempt n-1 by base * 2^(n-2): 30, 60, 120, 240 s by default."""
@@ -64,21 +77,62 @@ def final_hook(settings) -> Callable[[Session, BatchJob], None]:
     return hook
 
 
-def build_payload(db: Database, job: BatchJob, delivery: WebhookDelivery, max_lots: int) -> bytes:
+# ---- the payload ------------------------------------------------------------------------------
+
+def build_payload(db: Database, job: BatchJob, delivery: WebhookDelivery) -> bytes:
+    """The exact bytes every attempt of ``delivery`` sends (and signs)."""
     payload: dict[str, Any] = {
         "event": delivery.event,
         "job_id": job.id,
         "status": job.status,
         "completed_at": iso(job.completed_at),
         "processing_summary": summary(job),
-        "lots": list(iter_lot_views(db, job, webhook_url=delivery.webhook_url,
-                                    start=delivery.chunk_index * max_lots, limit=max_lots)),
+        "lots": list(chunk_lot_views(db, job, delivery)),
     }
     if job.error_message and job.status != "completed":
         payload["error_message"] = job.error_message
     if delivery.chunk_count > 1:
         payload["chunk"] = {"index": delivery.chunk_index, "count": delivery.chunk_count}
     return json.dumps(payload, ensure_ascii=False, separators=(",", ":")).encode()
+
+
+def chunk_lot_views(db: Database, job: BatchJob, delivery: WebhookDelivery) -> Iterator[dict[str, Any]]:
+    """The lots of ``delivery``'s URL and chunk, in request order.
+
+    The chunk size is derived from the recorded chunk count (not from the current setting), so the
+    chunks of one delivery set always partition the URL's lots exactly, even across a config change.
+    The chunk's first lot is found by an index seek, so chunk 49 of a 50,000-lot job does not read
+    the 49,000 lots before it.
+    """
+    of_url = (BatchLot.job_id == job.id) & (BatchLot.webhook_url == delivery.webhook_url)
+    with db.session() as session:
+        total = session.scalar(select(func.count()).select_from(BatchLot).where(of_url)) or 0
+        size = math.ceil(total / max(1, delivery.chunk_count))
+        first = session.scalar(select(BatchLot.seq).where(of_url).order_by(BatchLot.seq)
+                               .offset(delivery.chunk_index * size).limit(1))
+    if first is None:
+        return
+    yield from _lot_views_from(db, job, of_url, first, size)
+
+
+def _lot_views_from(db: Database, job: BatchJob, condition, first_seq: int, limit: int) -> Iterator[dict[str, Any]]:
+    after = first_seq - 1
+    left = limit
+    while left > 0:
+        with db.session() as session:
+            lots = session.scalars(select(BatchLot).where(condition, BatchLot.seq > after)
+                                   .order_by(BatchLot.seq).limit(min(PAGE, left))).all()
+            if not lots:
+                return
+            rows = session.execute(select(BatchResult.lot_pk, BatchResult.language, BatchResult.damages)
+                                   .where(BatchResult.lot_pk.in_([lot.id for lot in lots]))).all()
+        texts: dict[int, dict[str, str]] = {}
+        for lot_pk, language, damages in rows:
+            texts.setdefault(lot_pk, {})[language] = damages
+        for lot in lots:
+            yield lot_view(lot, job.languages, texts.get(lot.id, {}))
+        after = lots[-1].seq
+        left -= len(lots)
 
 
 def signed_headers(keys: tuple[str, ...], body: bytes, delivery: WebhookDelivery, attempt: int,
@@ -99,6 +153,8 @@ def signed_headers(keys: tuple[str, ...], body: bytes, delivery: WebhookDelivery
     }
 
 
+# ---- one attempt ------------------------------------------------------------------------------
+
 @dataclass
 class AttemptOutcome:
     success: bool
@@ -106,6 +162,10 @@ class AttemptOutcome:
     error: str | None
     duration_ms: int
     excerpt: str | None
+
+
+def blocked_outcome(reason: str) -> AttemptOutcome:
+    return AttemptOutcome(success=False, status_code=None, error=f"blocked: {reason}", duration_ms=0, excerpt=None)
 
 
 def send(client: httpx.Client, url: str, body: bytes, headers: dict[str, str], timeout: float) -> AttemptOutcome:
@@ -118,12 +178,7 @@ def send(client: httpx.Client, url: str, body: bytes, headers: dict[str, str], t
                            follow_redirects=False) as response:
             status_code = response.status_code
             excerpt = _read_excerpt(response)
-        if status_code in SUCCESS_CODES:
-            error = None
-        elif 300 <= status_code < 400:
-            error = f"HTTP {status_code} redirect not followed"
-        else:
-            error = f"HTTP {status_code}"
+        error = _status_error(status_code)
     except httpx.TimeoutException:
         error = f"timeout after {timeout:g}s"
     except Exception as exc:  # network errors of every kind end this attempt, never the worker
@@ -132,6 +187,14 @@ def send(client: httpx.Client, url: str, body: bytes, headers: dict[str, str], t
     duration = int((time.monotonic() - started) * 1000)
     return AttemptOutcome(success=error is None, status_code=status_code, error=error, duration_ms=duration,
                           excerpt=excerpt)
+
+
+def _status_error(status_code: int) -> str | None:
+    if status_code in SUCCESS_CODES:
+        return None
+    if 300 <= status_code < 400:
+        return f"HTTP {status_code} redirect not followed"
+    return f"HTTP {status_code}"
 
 
 def _read_excerpt(response: httpx.Response) -> str:
@@ -144,8 +207,12 @@ def _read_excerpt(response: httpx.Response) -> str:
 
 
 def record_attempt(session: Session, delivery: WebhookDelivery, attempt: int, started_at: datetime,
-                   outcome: AttemptOutcome, base_seconds: float) -> None:
-    """Write the attempt and move the delivery on: delivered, retried later, or failed for good."""
+                   outcome: AttemptOutcome, base_seconds: float, budget: int) -> None:
+    """Write the attempt and move the delivery on: delivered, retried later, or failed for good.
+
+    ``budget`` is the number of attempts a round (the first, or one started by a redelivery) may
+    make; the retry delay grows with the attempts made in the current round only.
+    """
     now = utcnow()
     session.add(WebhookAttempt(delivery_id=delivery.id, attempt_number=attempt, started_at=started_at,
                                duration_ms=outcome.duration_ms, status_code=outcome.status_code,
@@ -166,9 +233,12 @@ def record_attempt(session: Session, delivery: WebhookDelivery, attempt: int, st
         delivery.next_attempt_at = None
         delivery.error_message = f"{outcome.error} (gave up after {attempt} attempts)"
     else:
-        delivery.next_attempt_at = started_at + retry_delay(attempt, base_seconds)
+        in_round = max(1, attempt - max(0, delivery.max_attempts - budget))
+        delivery.next_attempt_at = started_at + retry_delay(in_round, base_seconds)
         delivery.error_message = outcome.error
 
+
+# ---- what clients read and ask for ------------------------------------------------------------
 
 def delivery_view(delivery: WebhookDelivery, attempts: list[WebhookAttempt]) -> dict[str, Any]:
     return {
@@ -190,5 +260,88 @@ def delivery_view(delivery: WebhookDelivery, attempts: list[WebhookAttempt]) -> 
         "attempts": [{
             "attempt": a.attempt_number, "started_at": iso(a.started_at), "duration_ms": a.duration_ms,
             "status_code": a.status_code, "error": a.error, "response_excerpt": a.response_excerpt,
-        } for a in sorted(attempts, key=lambda a: a.attempt_number)],
+        } for a in sorted(attempts, key=lambda a: (a.attempt_number, a.id))],
     }
+
+
+def parse_page(args) -> dict[str, int]:
+    """``limit`` and ``offset`` of a delivery listing; 400 names the parameter that is wrong."""
+    def number(name: str, default: int, low: int, high: int | None) -> int:
+        raw = args.get(name)
+        if raw is None or raw == "":
+            return default
+        try:
+            value = int(raw)
+        except ValueError:
+            raise ServiceError(400, "VALIDATION_ERROR", f"'{name}' must be an integer", {"field": name}) from None
+        if value < low or (high is not None and value > high):
+            raise ServiceError(400, "VALIDATION_ERROR", f"'{name}' is out of range", {"field": name})
+        return value
+
+    return {"limit": number("limit", LIST_LIMIT_DEFAULT, 1, LIST_LIMIT_MAX), "offset": number("offset", 0, 0, None)}
+
+
+def job_deliveries(db: Database, job_id: str, limit: int = LIST_LIMIT_DEFAULT, offset: int = 0) -> dict[str, Any]:
+    """A job's deliveries (oldest first) with every attempt; 404 JOB_NOT_FOUND for an unknown job."""
+    job = get_job(db, job_id)
+    with db.session() as session:
+        total = session.scalar(select(func.count()).select_from(WebhookDelivery)
+                               .where(WebhookDelivery.batch_job_id == job.id)) or 0
+        deliveries = session.scalars(select(WebhookDelivery).where(WebhookDelivery.batch_job_id == job.id)
+                                     .order_by(WebhookDelivery.id).limit(limit).offset(offset)).all()
+        attempts = _attempts_of(session, [d.id for d in deliveries])
+    return {
+        "job_id": job.id,
+        "status": job.status,
+        "deliveries": [delivery_view(d, attempts.get(d.id, [])) for d in deliveries],
+        "pagination": {"limit": limit, "offset": offset, "total": total,
+                       "has_more": offset + len(deliveries) < total},
+    }
+
+
+def _attempts_of(session: Session, delivery_ids: list[int]) -> dict[int, list[WebhookAttempt]]:
+    found: dict[int, list[WebhookAttempt]] = {}
+    if delivery_ids:
+        for attempt in session.scalars(select(WebhookAttempt).where(WebhookAttempt.delivery_id.in_(delivery_ids))):
+            found.setdefault(attempt.delivery_id, []).append(attempt)
+    return found
+
+
+def delivery_not_found(delivery_id: str) -> ServiceError:
+    return ServiceError(404, "DELIVERY_NOT_FOUND", f"Webhook delivery {delivery_id} not found",
+                        {"delivery_id": delivery_id})
+
+
+def _delivery_key(delivery_id: str) -> int:
+    if not delivery_id.isascii() or not delivery_id.isdigit() or len(delivery_id) > 18:
+        raise delivery_not_found(delivery_id)
+    return int(delivery_id)
+
+
+def redeliver(db: Database, delivery_id: str, budget: int) -> dict[str, Any]:
+    """Put a delivered or failed delivery back in the queue with ``budget`` more attempts.
+
+    It keeps its webhook-id, so a receiver that deduplicates will see it as the same message;
+    409 DELIVERY_PENDING while it is still queued (its own retries are not cut short), 404 if unknown.
+    """
+    key = _delivery_key(delivery_id)
+    now = utcnow()
+    with db.transaction() as session:
+        delivery = session.get(WebhookDelivery, key, with_for_update=True)
+        if delivery is None:
+            raise delivery_not_found(delivery_id)
+        if delivery.status == "pending":
+            raise ServiceError(409, "DELIVERY_PENDING",
+                               "This delivery is still queued: it will be sent again without being asked",
+                               {"delivery_id": delivery.id, "next_attempt_at": iso(delivery.next_attempt_at)},
+                               error="Delivery is pending", extra={"status": delivery.status})
+        delivery.status = "pending"
+        delivery.max_attempts = delivery.attempt_count + budget
+        delivery.next_attempt_at = now
+        delivery.delivered_at = None
+        delivery.error_message = None
+        delivery.lease_owner = None
+        delivery.lease_expires_at = None
+        delivery.updated_at = now
+        attempts = _attempts_of(session, [delivery.id]).get(delivery.id, [])
+    return delivery_view(delivery, attempts)

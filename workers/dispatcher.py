@@ -1,15 +1,24 @@
 """Sends due webhook deliveries through a bounded pool, one claimed attempt at a time.
 
 A delivery is claimed (leased) before its attempt and the attempt is recorded after it, in
-one transaction with the delivery's next state. A crash in between leaves the lease to expire
-and the same attempt to be sent again with the same webhook-id: at least once, never lost.
+one transaction with the delivery's next state. While the attempt runs, its lease is renewed,
+so a lease can stay short (WORKER_LEASE_SECONDS) and a dead process's deliveries are taken over
+soon after it stops renewing them. A crash between sending and recording leaves the lease to
+expire and the same attempt to be sent again with the same webhook-id: at least once, never lost.
+
+Deliveries are claimed up to LEAD_SECONDS before they fall due and sent at their due time, so the
+database round trips of claiming and building the payload do not stretch the retry schedule.
+
+No URL may hold more than a quarter of the pool (at least one slot), so a receiver that is slow
+or times out, however many deliveries it is owed, leaves most of the pool to everyone else.
 """
 from __future__ import annotations
 
 import logging
 import threading
-from concurrent.futures import ThreadPoolExecutor
-from datetime import datetime
+from collections import Counter
+from concurrent.futures import Future, ThreadPoolExecutor
+from datetime import datetime, timedelta
 
 from sqlalchemy import func, select
 
@@ -21,6 +30,9 @@ from workers import leases
 
 log = logging.getLogger(__name__)
 
+URL_SHARE = 4
+LEAD_SECONDS = 0.5
+
 
 class WebhookDispatcher:
     def __init__(self, runtime, owner: str, on_free_slot=None):
@@ -29,49 +41,136 @@ class WebhookDispatcher:
         self.settings = runtime.settings
         self.owner = owner
         self.size = self.settings.webhook_concurrency
+        self.per_url = max(1, self.size // URL_SHARE)
         self.pool = ThreadPoolExecutor(max_workers=self.size, thread_name_prefix="webhook")
         self.client = guarded_client(runtime.policy, timeout=self.settings.webhook_timeout, max_connections=self.size)
-        self._inflight: set[int] = set()
+        self._inflight: dict[int, tuple[str, Future]] = {}
         self._lock = threading.Lock()
         self._on_free_slot = on_free_slot or (lambda: None)
+        self._closed = threading.Event()
+        self._renewer: threading.Thread | None = None
 
     @property
     def lease_seconds(self) -> float:
-        return self.settings.webhook_timeout + max(30.0, self.settings.worker_lease_seconds)
-
-    def close(self) -> None:
-        self.pool.shutdown(wait=False, cancel_futures=True)
-        self.client.close()
-
-    def due(self, now):
-        return (WebhookDelivery.status == "pending") & (WebhookDelivery.next_attempt_at <= now)
-
-    def dispatch_due(self) -> int:
-        """Claim as many due deliveries as the pool has free slots and start them; returns how many."""
-        with self._lock:
-            free = self.size - len(self._inflight)
-        if free <= 0:
-            return 0
-        with self.db.session() as session:
-            ids = leases.claim(session, WebhookDelivery, self.due(utcnow()), WebhookDelivery.next_attempt_at, free,
-                               self.owner, self.lease_seconds)
-        for delivery_id in ids:
-            with self._lock:
-                self._inflight.add(delivery_id)
-            self.pool.submit(self._deliver_safely, delivery_id)
-        return len(ids)
-
-    def next_due(self) -> datetime | None:
-        with self.db.session() as session:
-            return session.scalar(select(func.min(WebhookDelivery.next_attempt_at))
-                                  .where(WebhookDelivery.status == "pending",
-                                         leases.lease_free(WebhookDelivery, utcnow())))
+        return self.settings.worker_lease_seconds
 
     @property
     def busy(self) -> int:
         with self._lock:
             return len(self._inflight)
 
+    def due(self, now):
+        return (WebhookDelivery.status == "pending") & (WebhookDelivery.next_attempt_at <= now)
+
+    # ---- claiming ----------------------------------------------------------------------------
+    def dispatch_due(self) -> int:
+        """Claim as many due deliveries as the pool has free slots (within each URL's share) and start them."""
+        with self._lock:
+            free = self.size - len(self._inflight)
+            per_url = Counter(url for url, _ in self._inflight.values())
+        if free <= 0 or self._closed.is_set():
+            return 0
+        started = 0
+        for url, wanted in self._allot(free, per_url):
+            of_url = self.due(self._horizon()) & (WebhookDelivery.webhook_url == url)
+            with self.db.session() as session:
+                ids = leases.claim(session, WebhookDelivery, of_url, WebhookDelivery.next_attempt_at, wanted,
+                                   self.owner, self.lease_seconds)
+            for delivery_id in ids:
+                self._start(delivery_id, url)
+            started += len(ids)
+        return started
+
+    @staticmethod
+    def _horizon() -> datetime:
+        return utcnow() + timedelta(seconds=LEAD_SECONDS)
+
+    def _allot(self, free: int, per_url: Counter) -> list[tuple[str, int]]:
+        """How many due deliveries to claim for each URL, earliest due first."""
+        full = [url for url, count in per_url.items() if count >= self.per_url]
+        now = utcnow()
+        with self.db.session() as session:
+            rows = session.execute(
+                select(WebhookDelivery.webhook_url, func.count())
+                .where(self.due(self._horizon()), leases.lease_free(WebhookDelivery, now),
+                       WebhookDelivery.webhook_url.not_in(full))
+                .group_by(WebhookDelivery.webhook_url)
+                .order_by(func.min(WebhookDelivery.next_attempt_at))
+                .limit(free)).all()
+        plan = []
+        for url, count in rows:
+            wanted = min(count, self.per_url - per_url[url], free)
+            if wanted > 0:
+                plan.append((url, wanted))
+                free -= wanted
+            if free <= 0:
+                break
+        return plan
+
+    def _start(self, delivery_id: int, url: str) -> None:
+        self._ensure_renewer()
+        with self._lock:
+            future = self.pool.submit(self._deliver_safely, delivery_id)
+            self._inflight[delivery_id] = (url, future)
+
+    def _full_urls(self) -> list[str]:
+        with self._lock:
+            per_url = Counter(url for url, _ in self._inflight.values())
+        return [url for url, count in per_url.items() if count >= self.per_url]
+
+    def next_due(self) -> datetime | None:
+        """When a delivery next falls due here: the earliest free one whose URL has a slot left here,
+        or the end of another process's lease. A URL at its share wakes the loop when a slot frees."""
+        now = utcnow()
+        pending = WebhookDelivery.status == "pending"
+        with self.db.session() as session:
+            free = session.scalar(select(func.min(WebhookDelivery.next_attempt_at))
+                                  .where(pending, leases.lease_free(WebhookDelivery, now),
+                                         WebhookDelivery.webhook_url.not_in(self._full_urls())))
+            held = session.scalar(select(func.min(WebhookDelivery.lease_expires_at))
+                                  .where(pending, WebhookDelivery.lease_expires_at >= now,
+                                         WebhookDelivery.lease_owner != self.owner))
+        if free is not None:
+            free -= timedelta(seconds=LEAD_SECONDS)
+        return min((t for t in (free, held) if t is not None), default=None)
+
+    # ---- leases of attempts in flight ----------------------------------------------------------
+    def _ensure_renewer(self) -> None:
+        if self._renewer is None:
+            self._renewer = threading.Thread(target=self._renew_loop, name="webhook-leases", daemon=True)
+            self._renewer.start()
+
+    def _renew_loop(self) -> None:
+        while not self._closed.wait(self.lease_seconds / 3):
+            with self._lock:
+                ids = list(self._inflight)
+            if not ids:
+                continue
+            try:
+                with self.db.session() as session:
+                    leases.renew(session, WebhookDelivery, ids, self.owner, self.lease_seconds)
+            except Exception:
+                log.exception("could not renew the leases of %d webhook deliveries", len(ids))
+
+    def close(self) -> None:
+        """Stop: deliveries claimed but not started go back to the queue at once; attempts under way finish."""
+        self._closed.set()
+        with self._lock:
+            unstarted = [key for key, (_, future) in self._inflight.items() if future.cancel()]
+        self.pool.shutdown(wait=False, cancel_futures=True)
+        self._release(unstarted)
+        self.client.close()
+
+    def _release(self, ids: list[int]) -> None:
+        if not ids:
+            return
+        try:
+            with self.db.session() as session:
+                leases.release(session, WebhookDelivery, ids, self.owner)
+        except Exception:
+            log.warning("could not release %d webhook deliveries; their leases will expire", len(ids))
+
+    # ---- one attempt ---------------------------------------------------------------------------
     def _deliver_safely(self, delivery_id: int) -> None:
         try:
             self.deliver(delivery_id)
@@ -79,34 +178,46 @@ class WebhookDispatcher:
             log.exception("webhook delivery %s: attempt could not be made; it will be retried", delivery_id)
         finally:
             with self._lock:
-                self._inflight.discard(delivery_id)
+                self._inflight.pop(delivery_id, None)
             self._on_free_slot()
 
     def deliver(self, delivery_id: int) -> None:
         with self.db.session() as session:
             delivery = session.get(WebhookDelivery, delivery_id)
             job = session.get(BatchJob, delivery.batch_job_id) if delivery else None
-        if delivery is None or job is None or delivery.lease_owner != self.owner:
+        if delivery is None or job is None or delivery.lease_owner != self.owner or delivery.status != "pending":
             return
         attempt = delivery.attempt_count + 1
-        max_lots = self.settings.webhook_max_lots_per_delivery
-        body = webhooks.build_payload(self.db, job, delivery, max_lots)
+        body = webhooks.build_payload(self.db, job, delivery)
+        if not self._wait_until(delivery.next_attempt_at):
+            self._release([delivery_id])
+            return
         headers = webhooks.signed_headers(self.settings.shared_keys, body, delivery, attempt)
         started = utcnow()
-        try:
-            self.rt.policy.check_url(delivery.webhook_url)
-        except BlockedURL as exc:
-            outcome = webhooks.AttemptOutcome(False, None, f"blocked: {exc.reason}", 0, None)
-        else:
-            outcome = webhooks.send(self.client, delivery.webhook_url, body, headers, self.settings.webhook_timeout)
+        outcome = self._send(delivery.webhook_url, body, headers)
         with self.db.transaction() as session:
             current = session.get(WebhookDelivery, delivery_id, with_for_update=True)
             if current is None or current.lease_owner != self.owner or current.status != "pending":
+                log.warning("webhook_delivery %s: lease lost during attempt %d; not recorded here",
+                            delivery_id, attempt)
                 return
             webhooks.record_attempt(session, current, attempt, started, outcome,
-                                    self.settings.webhook_retry_base_seconds)
+                                    self.settings.webhook_retry_base_seconds, self.settings.webhook_max_retries)
             final = current.status
         label = "success" if outcome.success else ("failed" if final == "failed" else "retry")
         self.rt.metrics.webhooks.labels(status=label).inc()
         log.info("webhook_delivery %s job %s attempt %d: %s", delivery_id, job.id, attempt,
                  "delivered" if outcome.success else outcome.error)
+
+    def _wait_until(self, due: datetime | None) -> bool:
+        """Hold a delivery claimed ahead of time until it is due; False if the dispatcher closed meanwhile."""
+        wait = (due - utcnow()).total_seconds() if due is not None else 0.0
+        return not (wait > 0 and self._closed.wait(wait))
+
+    def _send(self, url: str, body: bytes, headers: dict[str, str]) -> webhooks.AttemptOutcome:
+        """The SSRF policy is checked at every attempt: a URL allowed when the job was accepted may not be now."""
+        try:
+            self.rt.policy.check_url(url)
+        except BlockedURL as exc:
+            return webhooks.blocked_outcome(exc.reason)
+        return webhooks.send(self.client, url, body, headers, self.settings.webhook_timeout)

@@ -1,11 +1,21 @@
-"""A loopback webhook receiver that records every request and answers as told."""
+"""A loopback webhook receiver that records every request and answers as told.
+
+Besides a status script, a delay and a redirect target, it can hold every answer until the test
+releases it (``Behaviour.hold``), and it counts the requests it is answering at once, so tests
+can see how many parallel attempts a URL gets without measuring time.
+"""
 from __future__ import annotations
 
+import copy
 import json
+import socket
 import threading
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+HOLD_LIMIT = 30.0
 
 
 @dataclass
@@ -25,12 +35,16 @@ class Behaviour:
     default_status: int = 200
     delay: float = 0.0
     location: str | None = None
+    hold: threading.Event | None = None             # when set, answers wait until the event is set
+    body: bytes = b'{"status":"received"}'
 
 
 class WebhookReceiver:
     def __init__(self):
         self.received: list[Received] = []
         self.behaviour = Behaviour()
+        self.active = 0
+        self.max_active = 0
         self._lock = threading.Lock()
         self._cond = threading.Condition(self._lock)
         receiver = self
@@ -44,20 +58,22 @@ class WebhookReceiver:
             def do_POST(self):
                 length = int(self.headers.get("Content-Length") or 0)
                 body = self.rfile.read(length)
-                with receiver._cond:
-                    receiver.received.append(Received(self.path, {k.lower(): v for k, v in self.headers.items()},
-                                                      body, time.monotonic()))
-                    status = receiver.behaviour.statuses.pop(0) if receiver.behaviour.statuses \
-                        else receiver.behaviour.default_status
-                    delay = receiver.behaviour.delay
-                    receiver._cond.notify_all()
-                if delay:
-                    time.sleep(delay)
-                payload = b'{"status":"received"}'
+                status, behaviour = receiver._arrive(
+                    Received(self.path, {k.lower(): v for k, v in self.headers.items()}, body, time.monotonic()))
+                try:
+                    if behaviour.delay:
+                        time.sleep(behaviour.delay)
+                    if behaviour.hold is not None:
+                        behaviour.hold.wait(HOLD_LIMIT)
+                    self._answer(status, behaviour.location, behaviour.body)
+                finally:
+                    receiver._leave()
+
+            def _answer(self, status: int, location: str | None, payload: bytes) -> None:
                 try:
                     self.send_response(status)
-                    if 300 <= status < 400 and receiver.behaviour.location:
-                        self.send_header("Location", receiver.behaviour.location)
+                    if 300 <= status < 400 and location:
+                        self.send_header("Location", location)
                     self.send_header("Content-Type", "application/json")
                     self.send_header("Content-Length", str(len(payload)))
                     self.end_headers()
@@ -69,6 +85,20 @@ class WebhookReceiver:
         self._server.daemon_threads = True
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
 
+    def _arrive(self, request: Received):
+        with self._cond:
+            self.received.append(request)
+            self.active += 1
+            self.max_active = max(self.max_active, self.active)
+            behaviour = self.behaviour
+            status = behaviour.statuses.pop(0) if behaviour.statuses else behaviour.default_status
+            self._cond.notify_all()
+            return status, copy.copy(behaviour)
+
+    def _leave(self) -> None:
+        with self._cond:
+            self.active -= 1
+
     def url(self, path: str = "/hook") -> str:
         return f"http://127.0.0.1:{self._server.server_port}{path}"
 
@@ -77,6 +107,8 @@ class WebhookReceiver:
         return self
 
     def stop(self) -> None:
+        if self.behaviour.hold is not None:
+            self.behaviour.hold.set()
         self._server.shutdown()
         self._server.server_close()
 
@@ -89,3 +121,16 @@ class WebhookReceiver:
                     raise AssertionError(f"expected {count} webhook requests, got {len(self.received)}")
                 self._cond.wait(remaining)
             return list(self.received)
+
+    def webhook_ids(self) -> Counter:
+        """How many requests carried each webhook-id."""
+        with self._lock:
+            return Counter(r.headers.get("webhook-id") for r in self.received)
+
+
+def closed_port_url(path: str = "/hook") -> str:
+    """A loopback URL on which nothing listens (the port was bound, then released), so connecting is refused."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    return f"http://127.0.0.1:{port}{path}"
