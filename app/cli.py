@@ -411,9 +411,18 @@ def cmd_sandbox(args: argparse.Namespace) -> int:
 
 
 def run_sandbox(argv: list[str]) -> int:
+    """The sandbox's own command; a SIGTERM that comes before it set its handler still ends it cleanly."""
     from services.sandbox.__main__ import main as sandbox_main
 
-    return sandbox_main(argv)
+    signal.signal(signal.SIGTERM, _interrupt)
+    try:
+        return sandbox_main(argv)
+    except KeyboardInterrupt:
+        return 0
+
+
+def _interrupt(*_) -> None:
+    raise KeyboardInterrupt
 
 
 # ---- parser -------------------------------------------------------------------------------------
