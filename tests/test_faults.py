@@ -127,18 +127,17 @@ def test_openai_down_with_500s_fails_every_lot_with_the_upstream_error(make_live
 
 def test_answers_slower_than_the_openai_timeout_are_retried(make_live, image_server, sandbox, pg_url):
     api = Api(make_live(BATCH_STRATEGY="direct", OPENAI_TIMEOUT="1").url)
-    sandbox.configure(slow_next=2, slow_seconds=4)
+    sandbox.configure(slow_next=2, slow_seconds=60)
     lots = _lots(image_server, 4, "slow")
 
-    started = time.monotonic()
     job_id = api.generate(lots, languages=["en"]).json()["job_id"]
+    # done long before the slow answers would have come: the worker gave up on them after a second
     status = api.wait_status(job_id, timeout=30)
 
     assert status["status"] == "completed", status
     assert set(assert_every_lot_accounted_for(api, pg_url, job_id, lots, ["en"]).values()) == {"completed"}
     assert sandbox.stats()["slow_calls"] == 2
     assert _query(pg_url, "SELECT sum(vision_attempts) FROM batch_lots WHERE job_id = %s", (job_id,))[0][0] == 2
-    assert time.monotonic() - started < 4, "the worker waited for the slow answers instead of timing out"
 
 
 @pytest.mark.parametrize("outcome", ["failed", "expired"])

@@ -277,10 +277,12 @@ def _control_socket_args(path: str) -> list[str]:
     return []
 
 
+# socketserver's listen backlog of 5 drops SYNs when many image checks connect at once (a 1 s retransmit each)
 IMAGE_SERVER_CODE = """
 import signal, threading
-from tests.support.image_server import ImageServer
-server = ImageServer("127.0.0.1").start()
+from tests.support import image_server
+image_server._Server.request_queue_size = 4096
+server = image_server.ImageServer("127.0.0.1").start()
 print("image server port", server.port, flush=True)
 stopped = threading.Event()
 signal.signal(signal.SIGTERM, lambda *_: stopped.set())
