@@ -13,8 +13,9 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
+# a local development run: photos and webhooks may use loopback URLs (examples/serve_images.py)
 run: install
-	$(BIN)/python main.py
+	ALLOW_PRIVATE_URLS=$${ALLOW_PRIVATE_URLS:-true} $(BIN)/python main.py
 
 test: install
 	$(BIN)/python -m pytest -q -p no:cacheprovider

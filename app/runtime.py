@@ -51,6 +51,9 @@ class Runtime:
         )
         self.policy = OutboundPolicy(allow_private=settings.allow_private_urls,
                                      allowed_hosts=settings.outbound_allowed_hosts)
+        if settings.allow_private_urls:
+            log.warning("ALLOW_PRIVATE_URLS is on: photos and webhooks may reach private and loopback addresses "
+                        "(development and tests only)")
         self.images = ImageChecker(self.policy, timeout=settings.image_timeout, max_bytes=settings.image_max_bytes,
                                    concurrency=settings.image_check_concurrency)
         self.generator = Generator(self.images, self.ai, min_ratio=settings.image_min_ratio)
