@@ -1,14 +1,11 @@
 """HTML pages: the home page (what the service does, live health) and the API docs."""
 from __future__ import annotations
 
-import json
-from itertools import groupby
-
 from flask import Blueprint, Flask, render_template, request
 
 from app import openapi
 from app.config import VERSION
-from app.openapi.view import operations, resolve, schema_fields
+from app.openapi.view import docs_page
 
 bp = Blueprint("web", __name__)
 
@@ -20,15 +17,7 @@ def home():
 
 @bp.get("/docs")
 def docs():
-    doc = openapi.document()
-    ops = operations(doc)
-    groups = [(tag, list(items)) for tag, items in groupby(sorted(ops, key=lambda op: op["tag"] == "Operations"),
-                                                          key=lambda op: op["tag"])]
-    error = resolve(doc, {"$ref": "#/components/responses/InvalidSignature"})
-    example = next(iter(error["content"]["application/json"]["examples"].values()))["value"]
-    return render_template("docs.html", info=doc["info"], groups=groups, webhook_ops=operations(doc, "webhooks"),
-                           lot_fields=schema_fields(doc, "LotInput"), base_url=request.host_url.rstrip("/"),
-                           error_example=json.dumps(example, indent=2))
+    return render_template("docs.html", **docs_page(openapi.document()), base_url=request.host_url.rstrip("/"))
 
 
 def init_app(app: Flask) -> None:

@@ -146,10 +146,18 @@ def job_detail(db: Database, job_id: str) -> dict[str, Any] | None:
         "total_images": job.total_images,
         "total_images_processed": job.total_images_processed,
         "lot_counts": lot_counts,
+        "filter_counts": filter_counts(lot_counts),
         "deliveries": [delivery_row(d) for d in deliveries],
         "deliveries_total": sum(hooks.values()),
     })
     return detail
+
+
+def filter_counts(lot_counts: dict[str, int]) -> dict[str, int]:
+    """How many lots each filter of the job page shows."""
+    total = sum(lot_counts.values())
+    completed, failed = lot_counts.get("completed", 0), lot_counts.get("failed", 0)
+    return {"all": total, "completed": completed, "failed": failed, "unfinished": total - completed - failed}
 
 
 def _lot_filter(query, only: str):

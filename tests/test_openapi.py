@@ -1,8 +1,11 @@
 """The OpenAPI document: valid 3.1, in step with the app's routes, and true to what the API answers."""
 from __future__ import annotations
 
+import html
 import json
 import re
+import shutil
+import subprocess
 from datetime import datetime
 
 import pytest
@@ -13,7 +16,8 @@ from openapi_spec_validator import validate as validate_openapi
 from app.openapi import build_document
 from app.openapi.view import operations
 from app.config import Settings
-from tests.support.client import Api, header_signature, lot
+from services import signing
+from tests.support.client import TEST_KEY, Api, header_signature, lot
 
 IGNORED_METHODS = {"HEAD", "OPTIONS"}
 FORMATS = FormatChecker()
@@ -265,3 +269,84 @@ def test_an_undocumented_status_fails_the_conformance_check(served_doc, module_l
     answer.status_code = 418
     with pytest.raises(AssertionError, match="does not list"):
         assert_documented(served_doc, "GET", "/health", answer)
+
+
+# ---- the docs page ------------------------------------------------------------------------------
+
+def recipe(page: str, element_id: str) -> str:
+    match = re.search(rf'<pre id="{element_id}"><code>(.*?)</code></pre>', page, re.S)
+    assert match, f"no {element_id} on the docs page"
+    return html.unescape(match.group(1))
+
+
+SIGNED_LOTS = [{"lot_id": "Ж-1", "images": [{"url": "http://127.0.0.1/a.jpg"}], "additional_info": "Škoda — 🚗 «dent»",
+                "webhook": None, "extra": {"10": 1, "2": [True, None, "x\u2028y\u007f"], "b": {"z": 1, "a": 2}}}]
+
+
+@pytest.fixture(scope="module")
+def docs_page(module_live) -> str:
+    answer = requests.get(f"{module_live.url}/docs", timeout=10)
+    assert answer.status_code == 200 and answer.headers["Content-Type"].startswith("text/html")
+    return answer.text
+
+
+def test_docs_page_shows_every_operation_with_its_responses(docs_page, served_doc):
+    shown = set(re.findall(r'<section class="card op" id="op-\w+" data-method="(\w+)" data-path="([^"]+)"', docs_page))
+    assert shown == documented_operations(served_doc) | {("POST", "batchJobFinished")}
+    for path, item in served_doc["paths"].items():
+        for method, op in item.items():
+            section = docs_page.split(f'id="op-{op["operationId"]}"', 1)[1].split("</section>", 1)[0]
+            statuses = re.findall(r'<tr class="response" data-status="(\d+)">', section)
+            assert statuses == sorted(op["responses"]), f"{method} {path}"
+
+
+def test_docs_page_loads_nothing_from_elsewhere(docs_page):
+    assert not re.search(r'<(script|link|img)[^>]+(src|href)="(https?:)?//', docs_page)
+    assert "node_modules" not in docs_page and "cdn" not in docs_page.lower()
+
+
+def test_docs_python_recipe_signs_what_the_service_verifies(docs_page):
+    namespace: dict = {}
+    exec(recipe(docs_page, "recipe-python"), namespace)
+    key = "k" * 40
+    assert namespace["sign_lots"](SIGNED_LOTS, key) == signing.sign(key, signing.canonical_lots(SIGNED_LOTS))
+    assert namespace["sign"]("job-1", key) == signing.sign(key, "job-1")
+
+
+@pytest.mark.skipif(shutil.which("node") is None, reason="node is not installed")
+def test_docs_node_recipe_signs_what_the_service_verifies(docs_page, tmp_path):
+    module = tmp_path / "sign.js"
+    module.write_text(recipe(docs_page, "recipe-node"))
+    script = ("const {signLots, sign} = require(process.argv[1]);"
+              "const input = JSON.parse(require('fs').readFileSync(0, 'utf8'));"
+              "console.log(JSON.stringify([signLots(input.lots, input.key), sign(input.job, input.key)]));")
+    key = "k" * 40
+    run = subprocess.run(["node", "-e", script, str(module)], input=json.dumps(
+        {"lots": SIGNED_LOTS, "key": key, "job": "job-1"}), capture_output=True, text=True, timeout=30)
+    assert run.returncode == 0, run.stderr
+    lots_signature, job_signature = json.loads(run.stdout)
+    assert lots_signature == signing.sign(key, signing.canonical_lots(SIGNED_LOTS))
+    assert job_signature == signing.sign(key, "job-1")
+
+
+@pytest.mark.skipif(shutil.which("node") is None, reason="node is not installed")
+def test_node_signed_request_is_accepted_by_the_service(docs_page, module_live, image_server, tmp_path):
+    module = tmp_path / "sign.js"
+    module.write_text(recipe(docs_page, "recipe-node"))
+    lots = [{"lot_id": "node-ü-1", "additional_info": "Citroën C3 — hail", "images": [
+        {"url": image_server.url("/img/n1.jpg")}]}]
+    run = subprocess.run(["node", "-e", "const {signLots} = require(process.argv[1]);"
+                          "console.log(signLots(JSON.parse(process.argv[2]), process.argv[3]));",
+                          str(module), json.dumps(lots, ensure_ascii=False), TEST_KEY],
+                         capture_output=True, text=True, timeout=30)
+    assert run.returncode == 0, run.stderr
+    body = {"signature": run.stdout.strip(), "languages": ["en"], "lots": lots}
+    answer = requests.post(f"{module_live.url}/api/v1/generate-descriptions", timeout=60,
+                           data=json.dumps(body, ensure_ascii=False).encode(),
+                           headers={"Content-Type": "application/json"})
+    assert answer.status_code == 200, answer.text
+
+
+def test_home_page_links_to_the_docs(module_live):
+    page = requests.get(f"{module_live.url}/", timeout=10).text
+    assert 'href="/docs"' in page and 'href="/api/v1/openapi.json"' in page

@@ -2,9 +2,20 @@
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
+from markupsafe import Markup, escape
+
 HTTP_METHODS = ("get", "post", "put", "patch", "delete")
+
+
+_CODE_SPAN = re.compile(r"`([^`]+)`")
+
+
+def prose(text: str | None) -> Markup:
+    """Document text as HTML: escaped, with `backtick` spans shown as code (the only markup it uses)."""
+    return Markup(_CODE_SPAN.sub(r"<code>\1</code>", str(escape(text or ""))))
 
 
 def resolve(doc: dict[str, Any], node: Any) -> Any:
@@ -60,7 +71,7 @@ def _fields(doc: dict[str, Any], schema: dict[str, Any]) -> list[dict[str, Any]]
         if prop.get("type") == "array" or (isinstance(prop.get("type"), list) and "array" in prop["type"]):
             label += " of " + _schema_label(prop.get("items", {}))
         fields.append({"name": name, "type": label, "required": name in required,
-                       "description": prop.get("description") or described.get("description", "")})
+                       "description": prose(prop.get("description") or described.get("description"))})
     return fields
 
 
@@ -78,16 +89,16 @@ def _operation_view(doc: dict[str, Any], method: str, path: str, op: dict[str, A
         "path": path,
         "tag": (op.get("tags") or ["Other"])[0],
         "summary": op.get("summary", ""),
-        "description": op.get("description", ""),
+        "description": prose(op.get("description")),
         "signed": any(security),
         "signature_optional": {} in security,
         "parameters": [{"name": p["name"], "in": p["in"], "required": p.get("required", False),
-                        "type": _schema_label(p.get("schema", {})), "description": p.get("description", "")}
+                        "type": _schema_label(p.get("schema", {})), "description": prose(p.get("description"))}
                        for p in params],
         "request_schema": _schema_of(doc, body["content"])[0] if body else "",
         "request_fields": _fields(doc, _schema_of(doc, body["content"])[1]) if body else [],
         "request_examples": _examples(body["content"]) if body else [],
-        "responses": [{"status": status, "description": resolve(doc, answer)["description"],
+        "responses": [{"status": status, "description": prose(resolve(doc, answer)["description"]),
                        "schema": _schema_of(doc, resolve(doc, answer).get("content"))[0],
                        "examples": _examples(resolve(doc, answer).get("content")),
                        "headers": sorted((resolve(doc, answer).get("headers") or {}))}
@@ -100,3 +111,19 @@ def operations(doc: dict[str, Any], section: str = "paths") -> list[dict[str, An
     return [_operation_view(doc, method, path, op)
             for path, item in doc.get(section, {}).items()
             for method, op in item.items() if method in HTTP_METHODS]
+
+
+def docs_page(doc: dict[str, Any]) -> dict[str, Any]:
+    """Everything templates/docs.html shows, taken from the document."""
+    by_tag: dict[str, list[dict[str, Any]]] = {}
+    for op in operations(doc):
+        by_tag.setdefault(op["tag"], []).append(op)
+    error = resolve(doc, {"$ref": "#/components/responses/InvalidSignature"})
+    example = next(iter(error["content"]["application/json"]["examples"].values()))["value"]
+    return {
+        "info": {**doc["info"], "description": prose(doc["info"]["description"])},
+        "groups": [(tag["name"], by_tag[tag["name"]]) for tag in doc["tags"] if tag["name"] in by_tag],
+        "webhook_ops": operations(doc, "webhooks"),
+        "lot_fields": schema_fields(doc, "LotInput"),
+        "error_example": json.dumps(example, indent=2),
+    }
