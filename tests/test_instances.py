@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import re
+import threading
 import time
 from collections import Counter
 from dataclasses import dataclass, field
@@ -36,6 +37,7 @@ class Outcome:
     sandbox_stats: dict
     received: list[Received]
     logs: dict[str, str]
+    lease_owners: dict[str, set[str]]
     rows: dict[str, list] = field(default_factory=dict)
 
 
@@ -67,6 +69,31 @@ def _deliveries_settled(url: str) -> bool:
     return total > 0 and pending == 0
 
 
+class LeaseWatcher:
+    """Samples who holds the leases on jobs and webhook deliveries while the run goes on."""
+
+    def __init__(self, url: str):
+        self.url = url
+        self.owners: dict[str, set[str]] = {"jobs": set(), "webhooks": set()}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="lease-watcher", daemon=True)
+
+    def _run(self) -> None:
+        with psycopg.connect(self.url, autocommit=True) as conn:
+            while not self._stop.wait(0.05):
+                for kind, table in (("jobs", "batch_jobs"), ("webhooks", "webhook_deliveries")):
+                    rows = conn.execute(f"SELECT DISTINCT lease_owner FROM {table} WHERE lease_owner IS NOT NULL")
+                    self.owners[kind].update(owner for (owner,) in rows)
+
+    def __enter__(self) -> "LeaseWatcher":
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self._stop.set()
+        self._thread.join(5)
+
+
 @pytest.fixture(scope="module")
 def outcome(tmp_path_factory, image_server) -> Outcome:
     workdir = tmp_path_factory.mktemp("instances")
@@ -81,21 +108,23 @@ def outcome(tmp_path_factory, image_server) -> Outcome:
             instances = {name: start_gunicorn(procs, env, name=f"instance-{name}", workers=2) for name in "ab"}
             apis = [Api(instances["a"].url), Api(instances["b"].url)]
             job_ids, lots_by_job = [], {}
-            for job in range(JOBS):
-                lots = _lots_of(job, 2 + job % 3, image_server, receiver)
-                answer = apis[job % 2].generate(lots, languages=LANGUAGES)
-                assert answer.status_code == 201, answer.text
-                job_ids.append(answer.json()["job_id"])
-                lots_by_job[job_ids[-1]] = [item["lot_id"] for item in lots]
-            statuses = wait_for(lambda: _all_ended(apis, job_ids), 60, "all 20 jobs to end", interval=0.25)
-            wait_for(lambda: _deliveries_settled(url), 30, "every webhook delivery to be answered")
-            expected = _query(url, "SELECT count(*) FROM webhook_deliveries")[0][0]
-            receiver.wait_for(expected, timeout=10)
-            # a duplicate would come from a second claim racing the first: give it a moment to show up
-            time.sleep(1.0)
+            with LeaseWatcher(url) as leases:
+                for job in range(JOBS):
+                    lots = _lots_of(job, 2 + job % 3, image_server, receiver)
+                    answer = apis[job % 2].generate(lots, languages=LANGUAGES)
+                    assert answer.status_code == 201, answer.text
+                    job_ids.append(answer.json()["job_id"])
+                    lots_by_job[job_ids[-1]] = [item["lot_id"] for item in lots]
+                statuses = wait_for(lambda: _all_ended(apis, job_ids), 60, "all 20 jobs to end", interval=0.25)
+                wait_for(lambda: _deliveries_settled(url), 30, "every webhook delivery to be answered")
+                expected = _query(url, "SELECT count(*) FROM webhook_deliveries")[0][0]
+                receiver.wait_for(expected, timeout=10)
+                # a duplicate would come from a second claim racing the first: give it a moment to show up
+                time.sleep(1.0)
             result = Outcome(instances=instances, job_ids=job_ids, lots_by_job=lots_by_job, statuses=statuses,
                              sandbox_stats=sandbox.stats(), received=list(receiver.received),
-                             logs={name: process.log() for name, process in instances.items()})
+                             logs={name: process.log() for name, process in instances.items()},
+                             lease_owners=leases.owners)
             result.rows["results"] = _query(url, """
                 SELECT l.job_id, l.lot_id, l.status, count(r.id), array_agg(r.language ORDER BY r.language)
                 FROM batch_lots l LEFT JOIN batch_results r ON r.lot_pk = l.id
@@ -156,6 +185,11 @@ def test_no_webhook_is_sent_twice(outcome: Outcome):
 
 
 def test_both_instances_did_work(outcome: Outcome):
+    instance_of = {pid: name for name, pids in outcome.rows["pids"].items() for pid in pids}
+    for kind, owners in outcome.lease_owners.items():
+        # an owner is "host:pid:nonce": both instances held leases on jobs and on webhook deliveries
+        holders = Counter(instance_of.get(int(owner.split(":")[-2])) for owner in owners)
+        assert holders["a"] >= 1 and holders["b"] >= 1 and None not in holders, (kind, owners)
     finished = {name: re.findall(r"job ([0-9a-f-]{36}) completed", log) for name, log in outcome.logs.items()}
     delivered = {name: len(re.findall(r"webhook_delivery \d+ job \S+ attempt 1: delivered", log))
                  for name, log in outcome.logs.items()}
