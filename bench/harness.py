@@ -290,7 +290,9 @@ def start_service(stack: contextlib.ExitStack, log_dir: str, env: dict[str, str]
     if workers is not None:
         env["GUNICORN_WORKERS"] = str(workers)
     if server == "gunicorn":
-        argv = [os.path.join(os.path.dirname(PYTHON), "gunicorn"), "-c", "gunicorn.conf.py", "main:app"]
+        # --no-control-socket: gunicorn 27's default socket path is shared by every instance on the host
+        argv = [os.path.join(os.path.dirname(PYTHON), "gunicorn"), "-c", "gunicorn.conf.py", "--no-control-socket",
+                "main:app"]
     else:
         argv = [PYTHON, "main.py"]
     process = Process("service", argv, env=env, log_dir=log_dir)
