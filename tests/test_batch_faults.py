@@ -177,6 +177,49 @@ def test_watchdog_fails_an_overdue_job_and_every_lot_carries_a_reason(make_live,
     wait_until(lambda: all(s.status == "cancelled" for s in shards(rt.db, job_id)), 20, "open shards stay open")
 
 
+def test_job_failed_by_the_watchdog_ends_with_its_final_counts_in_the_same_commit(make_live, image_server, sandbox,
+                                                                                  monkeypatch):
+    from sqlalchemy import event, update
+
+    from database.models import BatchJob
+    from services import webhooks
+    from services.clock import utcnow
+
+    api, rt = _start(make_live)
+    real_create = rt.ai.create_batch
+
+    def create_batch(input_file_id, metadata):
+        if metadata["kind"] == "translation":  # vision answers at once, translation never does
+            sandbox.configure(batch_in_progress_seconds=120)
+        return real_create(input_file_id, metadata)
+
+    rt.ai.create_batch = create_batch
+    seen_at_commit = []
+    real_enqueue = webhooks.enqueue_deliveries
+
+    def enqueue_deliveries(session, job, *args):
+        def snapshot(_session):
+            with rt.db.session() as reader:  # what any other reader (the webhook sender) sees at this instant
+                row = reader.get(BatchJob, job.id)
+                seen_at_commit.append((row.status, row.processed_lots, row.failed_lots))
+        event.listen(session, "after_commit", snapshot, once=True)
+        return real_enqueue(session, job, *args)
+
+    monkeypatch.setattr(webhooks, "enqueue_deliveries", enqueue_deliveries)
+    job_id = api.generate(distinct_lots(image_server, 3), languages=EN_DE).json()["job_id"]
+    wait_until(lambda: [s.status for s in shards(rt.db, job_id, "translation")] == ["submitted"], 30,
+               "the translation batch to start")
+    assert api.status(job_id).json()["progress"]["processed_lots"] == 3  # described, not yet translated
+    with rt.db.transaction() as session:
+        session.execute(update(BatchJob).where(BatchJob.id == job_id).values(deadline_at=utcnow()))
+
+    status = api.wait_status(job_id)
+
+    assert status["status"] == "failed"
+    assert (status["progress"]["processed_lots"], status["progress"]["failed_lots"]) == (0, 3)
+    assert seen_at_commit == [("failed", 0, 3)]
+
+
 # ---- shuffled output -----------------------------------------------------------------------------
 
 def test_shuffled_batch_output_gives_each_lot_its_own_description(make_live, image_server, sandbox):

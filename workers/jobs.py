@@ -197,7 +197,8 @@ class JobRunner:
         return self._stage_paid(job, stage, "finalizing")
 
     def stage_finalizing(self, job: BatchJob) -> float | None:
-        counts = self._counts(job)
+        with self.db.session() as session:
+            counts = self._counts(session, job)
         status = "completed" if counts.get("completed") else "failed"
         self.finish(job, status, None if status == "completed" else "No lot could be processed; see each lot's error")
         return 0.0
@@ -214,12 +215,15 @@ class JobRunner:
                 return
             if status != "completed":
                 fail_unfinished_lots(session, job.id, error_message or f"job {status}")
+            # the final counts are part of the ending: a webhook sent (or a crash) right after the commit
+            # must never see the job ended with the counters of a moment before
+            session.execute(update(BatchJob).where(BatchJob.id == job.id)
+                            .values(**self._counters(session, job, final=True)))
             session.flush()
             ended = session.get(BatchJob, job.id)
             session.refresh(ended)
             webhooks.enqueue_deliveries(session, ended, self.settings.webhook_max_retries,
                                         self.settings.webhook_max_lots_per_delivery)
-        self._refresh(job, final=True)
         self.rt.metrics.jobs.labels(status=status).inc()
         self.rt.metrics.duration.labels(mode="batch").observe((now - job.created_at).total_seconds())
         log.info("job %s %s", job.id, status)
@@ -237,35 +241,37 @@ class JobRunner:
         return 0.0
 
     # ---- counters ----------------------------------------------------------------------------
-    def _counts(self, job: BatchJob) -> dict[str, int]:
-        with self.db.session() as session:
-            rows = session.execute(select(BatchLot.status, func.count()).where(BatchLot.job_id == job.id)
-                                   .group_by(BatchLot.status)).all()
+    @staticmethod
+    def _counts(session, job: BatchJob) -> dict[str, int]:
+        rows = session.execute(select(BatchLot.status, func.count()).where(BatchLot.job_id == job.id)
+                               .group_by(BatchLot.status)).all()
         return {status: count for status, count in rows}
 
-    def _refresh(self, job: BatchJob, final: bool = False) -> None:
-        """Recompute the job's counters from its lots (the status endpoint only ever reads them)."""
-        counts = self._counts(job)
+    def _counters(self, session, job: BatchJob, final: bool) -> dict:
+        """The job's counters computed from its lots (the status endpoint only ever reads the job row)."""
+        counts = self._counts(session, job)
         completed = counts.get("completed", 0)
         described = counts.get("described", 0)
         failed = counts.get("failed", 0)
-        values = {"processed_lots": completed + described, "failed_lots": failed, "translated_lots": completed}
-        with self.db.session() as session:
-            images = session.scalar(select(func.coalesce(func.sum(BatchLot.processed_images), 0))
-                                    .where(BatchLot.job_id == job.id)) or 0
-            inflight = session.scalar(select(func.coalesce(func.sum(OpenAIBatch.completed_count), 0)).where(
-                OpenAIBatch.job_id == job.id, OpenAIBatch.kind == "vision", OpenAIBatch.status.in_(SHARD_OPEN))) or 0
+        values = {"processed_lots": completed + described, "failed_lots": failed, "translated_lots": completed,
+                  "updated_at": utcnow()}
+        images = session.scalar(select(func.coalesce(func.sum(BatchLot.processed_images), 0))
+                                .where(BatchLot.job_id == job.id)) or 0
         values["total_images_processed"] = int(images)
         if final:
             values["processed_lots"] = completed
-        else:
-            values["processed_lots"] = min(job.total_lots - failed, values["processed_lots"] + int(inflight))
-            values["estimated_completion"] = self._estimate(job, values)
+            return values
+        inflight = session.scalar(select(func.coalesce(func.sum(OpenAIBatch.completed_count), 0)).where(
+            OpenAIBatch.job_id == job.id, OpenAIBatch.kind == "vision", OpenAIBatch.status.in_(SHARD_OPEN))) or 0
+        values["processed_lots"] = min(job.total_lots - failed, values["processed_lots"] + int(inflight))
+        values["estimated_completion"] = self._estimate(job, values)
+        return values
+
+    def _refresh(self, job: BatchJob) -> None:
+        """Bring an active job's counters up to date; an ended job keeps the counts it ended with."""
         with self.db.transaction() as session:
-            # only the final count may touch an ended job: a late refresh must not rewrite what it reports
-            condition = [] if final else [BatchJob.status.in_(JOB_ACTIVE)]
-            session.execute(update(BatchJob).where(BatchJob.id == job.id, *condition)
-                            .values(updated_at=utcnow(), **values))
+            session.execute(update(BatchJob).where(BatchJob.id == job.id, BatchJob.status.in_(JOB_ACTIVE))
+                            .values(**self._counters(session, job, final=False)))
 
     def _estimate(self, job: BatchJob, values: dict[str, int]):
         """Project the finish from the share of work done so far; keep the first guess until 5% is done."""
