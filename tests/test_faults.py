@@ -143,7 +143,7 @@ def test_answers_slower_than_the_openai_timeout_are_retried(make_live, image_ser
 @pytest.mark.parametrize("outcome", ["failed", "expired"])
 def test_translation_batch_that_fails_or_expires_is_resubmitted_once(make_live, image_server, sandbox, pg_url,
                                                                       outcome):
-    sandbox.configure(batch_in_progress_seconds=1.5)
+    sandbox.configure(batch_in_progress_seconds=3)
     api = Api(make_live().url)
     lots = _lots(image_server, 4, f"tr-{outcome}")
     job_id = api.generate(lots, languages=EN_DE).json()["job_id"]
@@ -231,13 +231,14 @@ def db_proxy(pg_database_url):
 def test_job_survives_the_database_going_away_for_a_few_seconds(db_proxy, make_live, image_server, sandbox,
                                                                 pg_url, receiver):
     proxy, url = db_proxy
-    sandbox.configure(batch_in_progress_seconds=4)
+    sandbox.configure(batch_in_progress_seconds=6)
     live = make_live(DATABASE_URL=url, WORKER_LEASE_SECONDS="3")
     api = Api(live.url)
     assert http_status(f"{live.url}/health") == 200
     lots = _lots(image_server, 4, "dbdown", webhook=receiver.url())
     job_id = api.generate(lots, languages=EN_DE).json()["job_id"]
     wait_for(lambda: api.status(job_id).json()["openai_vision_batch_id"], 20, "the vision batch to be submitted")
+    assert api.status(job_id).json()["status"] in ("processing", "translating")
 
     proxy.cut()
     cut_at = time.monotonic()
