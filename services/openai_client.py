@@ -198,12 +198,16 @@ class OpenAIGateway:
             input_file_id=input_file_id, endpoint="/v1/responses", completion_window="24h", metadata=metadata))
 
     def find_batch(self, metadata: dict[str, str], created_after: int = 0) -> Any | None:
-        """The batch created earlier with exactly this metadata, if any (recovery after a crash)."""
+        """The batch created earlier with exactly this metadata, if any (recovery after a crash).
+
+        Whatever its status: a batch that failed is still this shard's batch, and collecting it
+        as failed is what sends its lines to a new shard; creating another would run the shard twice.
+        """
         def search():
             for batch in self.client.batches.list(limit=100):
                 if batch.created_at < created_after:
                     return None
-                if (batch.metadata or {}) == metadata and batch.status not in ("failed",):
+                if (batch.metadata or {}) == metadata:
                     return batch
             return None
         return self._call("batch", search)

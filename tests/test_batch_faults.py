@@ -140,6 +140,37 @@ def test_batch_failing_twice_fails_every_lot_with_the_batch_error(make_live, ima
     assert_no_batch_created_twice(sandbox.stats())
 
 
+def test_batch_whose_creation_answer_was_lost_is_found_again_even_though_it_failed(make_live, image_server, sandbox,
+                                                                                    monkeypatch):
+    import workers.jobs
+    from services.errors import UpstreamError
+
+    monkeypatch.setattr(workers.jobs, "BACKOFF_SECONDS", 0.1)
+    sandbox.configure(batch_outcome="failed", batch_outcome_count=1)
+    api, rt = _start(make_live)
+    real_create = rt.ai.create_batch
+    lost = []
+
+    def create_batch(input_file_id, metadata):
+        batch = real_create(input_file_id, metadata)
+        if not lost:  # OpenAI created it, but the answer never arrived (a timeout, or a crash right here)
+            lost.append(batch.id)
+            raise UpstreamError("OpenAI API request timed out", timeout=True, api="batch")
+        return batch
+
+    rt.ai.create_batch = create_batch
+    lots = distinct_lots(image_server, 3)
+    job_id = api.generate(lots, languages=EN_DE).json()["job_id"]
+
+    assert api.wait_status(job_id)["status"] == "completed"
+
+    vision = shards(rt.db, job_id, "vision")
+    assert [(s.attempt, s.batch_id == lost[0], s.openai_status) for s in vision] == \
+        [(0, True, "failed"), (1, False, "completed")]
+    assert_no_batch_created_twice(sandbox.stats())
+    assert_one_result_per_language(rt.db, job_id, _lot_ids(lots), EN_DE)
+
+
 # ---- photos --------------------------------------------------------------------------------------
 
 def test_lot_whose_photos_are_all_unreachable_fails_with_a_reason_while_the_job_goes_on(make_live, image_server,
