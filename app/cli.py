@@ -369,6 +369,7 @@ def serve_dev(args: argparse.Namespace) -> int:
 
     app = create_app()
     settings = app.extensions["genservice"].settings
+    signal.signal(signal.SIGTERM, _interrupt)
     try:
         app.run(host=args.host or settings.host, port=args.port or settings.port, threaded=True, use_reloader=False)
     finally:

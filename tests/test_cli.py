@@ -386,7 +386,7 @@ def test_serve_dev_runs_the_flask_server_with_the_development_key(sandbox, tmp_p
         key = (tmp_path / "instance" / "dev_shared_key").read_text().strip()
         assert Api(f"http://127.0.0.1:{port}", key).status("no-such-job").status_code == 404
     finally:
-        code = stop(server, signal.SIGINT)
+        code = stop(server)
     assert code == 0
 
 
