@@ -8,6 +8,7 @@ is cancelled is still cancelled. PostgreSQL only: the claims rely on its row loc
 from __future__ import annotations
 
 import threading
+import time
 from dataclasses import dataclass
 
 import pytest
@@ -194,6 +195,26 @@ def test_photo_checks_slower_than_the_lease_are_not_repeated_by_the_other_worker
 
     checked = [path for method, path in image_server.requests if path.startswith("/slow/2/leased-")]
     assert sorted(checked) == sorted(f"/slow/2/leased-{n}.jpg" for n in range(2))
+
+
+def test_upload_slower_than_the_lease_is_not_repeated_by_the_other_worker(make_node, image_server, sandbox):
+    nodes = [make_node(WORKER_LEASE_SECONDS=1) for _ in range(2)]
+    uploads = []
+    for node in nodes:
+        real_upload = node.rt.ai.upload_batch_file
+
+        def slow_upload(path, filename, real_upload=real_upload):
+            uploads.append(filename)
+            time.sleep(2.5)  # a big shard file on a slow link
+            return real_upload(path, filename)
+
+        node.rt.ai.upload_batch_file = slow_upload
+    job_id = nodes[0].api.generate(distinct_lots(image_server, 2, prefix="slowupload"), languages=EN_DE).json()["job_id"]
+
+    assert nodes[1].api.wait_status(job_id, timeout=40)["status"] == "completed"
+
+    assert sorted(uploads) == [f"{job_id}-translation-0.jsonl", f"{job_id}-vision-0.jsonl"]
+    assert sandbox.stats()["files_uploaded"] == 2
 
 
 def test_batch_being_created_when_the_job_is_cancelled_is_recorded_and_cancelled(make_node, image_server, sandbox):

@@ -174,7 +174,7 @@ class JobRunner:
         else:
             state = ShardManager(self.db, self.rt.ai, stage, self.settings.batch_shard_max_requests,
                                  self.settings.batch_shard_max_bytes, self.lease, add,
-                                 self.settings.crash_after).advance()
+                                 self.settings.crash_after, self._renewing).advance()
         self._refresh(job)
         if state == "done":
             values = {"stage": next_stage}

@@ -13,7 +13,7 @@ import logging
 import os
 import tempfile
 from datetime import timedelta
-from typing import Callable
+from typing import Any, Callable
 
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
@@ -44,7 +44,8 @@ class ShardManager:
     """
 
     def __init__(self, db: Database, ai: OpenAIGateway, stage: Stage, max_requests: int, max_bytes: int,
-                 lease: Lease, add_usage: Callable[[Session, Usage], None], crash_after: str | None = None):
+                 lease: Lease, add_usage: Callable[[Session, Usage], None], crash_after: str | None = None,
+                 renewing: Callable[..., Any] = lambda fn, *args: fn(*args)):
         self.db = db
         self.ai = ai
         self.stage = stage
@@ -54,6 +55,7 @@ class ShardManager:
         self.lease = lease
         self.add_usage = add_usage
         self.crash_after = crash_after
+        self.renewing = renewing
 
     def _crash_point(self, step: str) -> None:
         faults.crash_point(self.crash_after, f"{self.stage.kind}_{step}")
@@ -138,7 +140,9 @@ class ShardManager:
                 self._set(shard, status="collected")
                 return
             self.lease.check_active()
-            file_id = self.ai.upload_batch_file(path, f"{self.job.id}-{self.stage.kind}-{shard.shard}.jsonl")
+            # a shard file can be 190 MB: keep the lease while it goes up, or another worker uploads it again
+            file_id = self.renewing(self.ai.upload_batch_file, path,
+                                    f"{self.job.id}-{self.stage.kind}-{shard.shard}.jsonl")
         finally:
             os.unlink(path)
         self._crash_point("uploaded")
