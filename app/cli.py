@@ -22,7 +22,7 @@ from typing import Any, Callable, Sequence, TextIO
 
 import requests
 
-from app.client import DEFAULT_URL, ApiError, GenerationClient, WaitTimeout, sign, sign_lots
+from app.client import DEFAULT_URL, FINAL_STATUSES, ApiError, GenerationClient, WaitTimeout, sign, sign_lots
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 DEV_KEY_FILE = "dev_shared_key"
@@ -234,10 +234,19 @@ def cmd_submit(args: argparse.Namespace) -> int:
     print(f"job {accepted['job_id']} accepted: {accepted['total_lots']} lots, languages "
           f"{', '.join(accepted['languages'])}", file=sys.stderr)
     final = wait_with_bar(client, accepted["job_id"], args.poll_interval, args.wait_timeout)
-    if final.get("status") == "completed":
-        return finish(client.results(accepted["job_id"]) or {}, args.out, languages)
-    print(f"job {final.get('status')}: {final.get('error_message') or 'no reason given'}", file=sys.stderr)
-    finish(partial_results(client, accepted["job_id"]), args.out, languages)
+    return write_job_results(client, final, args.out)
+
+
+def write_job_results(client: GenerationClient, status: dict[str, Any], out: str | None) -> int:
+    """A completed job's results (a JSON file is streamed to disk), or a failed or cancelled job's lots and exit 1."""
+    job_id, languages = status["job_id"], status.get("languages") or []
+    if status.get("status") == "completed":
+        if out and not out.lower().endswith(".csv"):
+            print(f"wrote {client.download(job_id, out)}", file=sys.stderr)
+            return 0
+        return finish(client.results(job_id) or {}, out, languages)
+    print(f"job {status.get('status')}: {status.get('error_message') or 'no reason given'}", file=sys.stderr)
+    finish(partial_results(client, job_id), out, languages)
     return 1
 
 
@@ -278,19 +287,12 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 def cmd_results(args: argparse.Namespace) -> int:
     client = client_from(args)
-    answer = client.results(args.job_id)
-    if answer is None:
-        status = client.status(args.job_id)
-        print(f"job {args.job_id} is {status.get('status')}: "
-              f"{(status.get('progress') or {}).get('completion_percentage', 0)}% done; no results yet",
-              file=sys.stderr)
+    status = client.status(args.job_id)
+    if status.get("status") not in FINAL_STATUSES:
+        percent = (status.get("progress") or {}).get("completion_percentage", 0)
+        print(f"job {args.job_id} is {status.get('status')} ({percent}% done): no results yet", file=sys.stderr)
         return 1
-    if args.out and not args.out.lower().endswith(".csv"):
-        path = client.download(args.job_id, args.out)
-        print(f"wrote {path}", file=sys.stderr)
-        return 0
-    languages = client.status(args.job_id).get("languages") or [] if args.out else []
-    return finish(answer, args.out, languages)
+    return write_job_results(client, status, args.out)
 
 
 def cmd_cancel(args: argparse.Namespace) -> int:
@@ -299,7 +301,7 @@ def cmd_cancel(args: argparse.Namespace) -> int:
 
 
 def cmd_deliveries(args: argparse.Namespace) -> int:
-    print_json(client_from(args).webhook_deliveries(args.job_id))
+    print_json(client_from(args).webhook_deliveries(args.job_id, args.limit, args.offset))
     return 0
 
 
@@ -494,7 +496,10 @@ def build_parser() -> argparse.ArgumentParser:
     results.add_argument("job_id")
     results.add_argument("--out", help="write to this .json (streamed) or .csv file instead of stdout")
     command("cancel", cmd_cancel, "cancel a pending or running job").add_argument("job_id")
-    command("deliveries", cmd_deliveries, "list a job's webhook deliveries").add_argument("job_id")
+    deliveries = command("deliveries", cmd_deliveries, "list a job's webhook deliveries with their attempts")
+    deliveries.add_argument("job_id")
+    deliveries.add_argument("--limit", type=int)
+    deliveries.add_argument("--offset", type=int)
     command("redeliver", cmd_redeliver, "send a recorded webhook delivery again").add_argument("delivery_id")
     return parser
 

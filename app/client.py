@@ -161,6 +161,38 @@ class CancelAnswer(TypedDict):
     message: str
 
 
+class DeliveryAttempt(TypedDict, total=False):
+    attempt: int
+    started_at: str
+    duration_ms: int | None
+    status_code: int | None
+    error: str | None
+    response_excerpt: str | None
+
+
+class Delivery(TypedDict, total=False):
+    id: int
+    batch_job_id: str
+    webhook_url: str
+    event: str
+    webhook_id: str
+    status: str
+    attempt_count: int
+    max_attempts: int
+    next_attempt_at: str | None
+    delivered_at: str | None
+    last_status_code: int | None
+    error_message: str | None
+    attempts: list[DeliveryAttempt]
+
+
+class DeliveryList(TypedDict, total=False):
+    job_id: str
+    status: str
+    deliveries: list[Delivery]
+    pagination: Pagination
+
+
 # ---- errors -------------------------------------------------------------------------------------
 
 class ApiError(Exception):
@@ -321,12 +353,14 @@ class GenerationClient:
     def cancel(self, job_id: str) -> CancelAnswer:
         return self._json(self._job_call("POST", "batch-jobs", job_id, suffix="/cancel"), 200)
 
-    def webhook_deliveries(self, job_id: str) -> dict[str, Any]:
-        """The webhook deliveries recorded for a job, with their attempts."""
-        return self._json(self._job_call("GET", "batch-jobs", job_id, suffix="/webhook-deliveries"), 200)
+    def webhook_deliveries(self, job_id: str, limit: int | None = None, offset: int | None = None) -> DeliveryList:
+        """The webhook deliveries recorded for a job, oldest first, with their attempts."""
+        query = urlencode([(k, v) for k, v in (("limit", limit), ("offset", offset)) if v is not None])
+        suffix = "/webhook-deliveries" + (f"?{query}" if query else "")
+        return self._json(self._job_call("GET", "batch-jobs", job_id, suffix=suffix), 200)
 
-    def redeliver(self, delivery_id: int | str) -> dict[str, Any]:
-        """Queue one more delivery of a recorded webhook (signed with the delivery id)."""
+    def redeliver(self, delivery_id: int | str) -> Delivery:
+        """Queue a delivered or failed webhook once more (signed with the delivery id); 409 while it is pending."""
         message = str(delivery_id)
         response = self._send("POST", f"{API}/webhook-deliveries/{quote(message, safe='')}/redeliver",
                               signature=sign(self.key, message))

@@ -313,6 +313,10 @@ def test_job_commands_list_show_read_and_cancel(make_live, image_server, tmp_pat
     assert json.loads(capsys.readouterr().out)["status"] == "cancelled"
     assert run("cancel", job_id) == 1
     assert json.loads(capsys.readouterr().err)["code"] == "JOB_NOT_CANCELLABLE"
+    assert run("results", job_id) == 1, "a cancelled job has no results, only its lots' reasons"
+    captured = capsys.readouterr()
+    assert "job cancelled" in captured.err
+    assert {l["status"] for l in json.loads(captured.out)["results"]["lots"]} == {"failed"}
 
 
 def test_results_command_writes_json_and_csv(live, image_server, tmp_path, capsys):
@@ -327,6 +331,26 @@ def test_results_command_writes_json_and_csv(live, image_server, tmp_path, capsy
         assert len(list(csv.DictReader(fh))) == 4
     assert run("results", job_id, "--url", live.url, "--key", TEST_KEY) == 0
     assert json.loads(capsys.readouterr().out)["job_id"] == job_id
+
+
+def test_deliveries_and_redeliver_commands(live, image_server, receiver, capsys):
+    api = Api(live.url)
+    job_id = api.generate([lot(f"dv-{i}", [image_server.url(f"/img/{i}.jpg")], webhook=receiver.url())
+                           for i in range(2)]).json()["job_id"]
+    api.wait_status(job_id)
+    receiver.wait_for(1)
+    common = ("--url", live.url, "--key", TEST_KEY)
+    deadline = time.monotonic() + 20
+    while True:
+        assert run("deliveries", job_id, *common) == 0
+        deliveries = json.loads(capsys.readouterr().out)["deliveries"]
+        if deliveries and deliveries[0]["status"] == "delivered":
+            break
+        assert time.monotonic() < deadline, deliveries
+        time.sleep(0.05)
+    assert run("redeliver", deliveries[0]["id"], *common) == 0
+    assert json.loads(capsys.readouterr().out)["status"] == "pending"
+    receiver.wait_for(2)
 
 
 # ---- server commands ----------------------------------------------------------------------------

@@ -5,6 +5,7 @@ import json
 import subprocess
 import sys
 import threading
+import time
 from datetime import datetime, timedelta, timezone
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -182,20 +183,31 @@ def test_errors_carry_status_code_message_and_details(live, image_server):
     assert unknown.value.to_dict()["status"] == 404 and unknown.value.message
 
 
-def test_webhook_deliveries_and_redeliver_against_the_service(make_live, image_server, receiver):
+def test_webhook_deliveries_are_listed_and_redelivered(make_live, image_server, receiver):
     live = make_live()
-    if "api.webhook_deliveries" not in live.app.view_functions or "api.redeliver" not in live.app.view_functions:
-        pytest.skip("the webhook-deliveries routes are not in this build yet")
+    if "api.webhook_deliveries" not in live.app.view_functions:
+        pytest.skip("the webhook-deliveries routes are not in this build")
     client = GenerationClient(TEST_KEY, live.url)
-    lots = [make_lot(f"hook-{i}", photos(image_server, f"hook{i}"), webhook=receiver.url()) for i in range(2)]
+    first, second = receiver.url("/first"), receiver.url("/second")
+    lots = [make_lot("hook-0", photos(image_server, "hook0"), webhook=first),
+            make_lot("hook-1", photos(image_server, "hook1"), webhook=second)]
     job_id = client.create_batch(lots)["job_id"]
     client.wait(job_id, poll_interval=0.05, timeout=60)
-    receiver.wait_for(1)
-    listing = client.webhook_deliveries(job_id)
-    deliveries = listing.get("deliveries") or listing.get("webhook_deliveries") or []
-    assert deliveries, listing
-    client.redeliver(deliveries[0]["id"])
     receiver.wait_for(2)
+    deadline = time.monotonic() + 20
+    while {d["status"] for d in client.webhook_deliveries(job_id)["deliveries"]} != {"delivered"}:
+        assert time.monotonic() < deadline, client.webhook_deliveries(job_id)
+        time.sleep(0.05)
+    listing = client.webhook_deliveries(job_id)
+    assert {d["webhook_url"] for d in listing["deliveries"]} == {first, second}
+    page = client.webhook_deliveries(job_id, limit=1, offset=1)
+    assert len(page["deliveries"]) == 1 and page["pagination"]["total"] == 2
+    again = client.redeliver(listing["deliveries"][0]["id"])
+    assert again["status"] == "pending"
+    assert receiver.wait_for(3)[2].path == listing["deliveries"][0]["webhook_url"].removeprefix(receiver.url(""))
+    with pytest.raises(ApiError) as unknown:
+        client.redeliver(987654)
+    assert unknown.value.status == 404
 
 
 # ---- request shapes against a stub --------------------------------------------------------------
@@ -240,10 +252,10 @@ def stub():
 
 def test_delivery_calls_use_the_documented_paths_and_signatures(stub):
     client = GenerationClient(TEST_KEY, stub.url)
-    client.webhook_deliveries("job-42")
+    client.webhook_deliveries("job-42", limit=5)
     client.redeliver(17)
     (m1, p1, h1), (m2, p2, h2) = stub.requests
-    assert (m1, p1) == ("GET", "/api/v1/batch-jobs/job-42/webhook-deliveries")
+    assert (m1, p1) == ("GET", "/api/v1/batch-jobs/job-42/webhook-deliveries?limit=5")
     assert h1["x-signature"] == header_signature("job-42")
     assert (m2, p2) == ("POST", "/api/v1/webhook-deliveries/17/redeliver")
     assert h2["x-signature"] == header_signature("17")
