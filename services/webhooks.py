@@ -30,7 +30,7 @@ from database.models import BatchJob, BatchLot, BatchResult, WebhookAttempt, Web
 from services import signing
 from services.clock import iso, utcnow
 from services.errors import ServiceError
-from services.jobs import get_job
+from services.jobs import MAX_OFFSET, get_job
 from services.netguard import blocked_reason
 from services.results import PAGE, lot_view, summary
 
@@ -40,6 +40,7 @@ EXCERPT_BYTES = 1024
 EVENTS = {"completed": "batch_job_completed", "failed": "batch_job_failed", "cancelled": "batch_job_cancelled"}
 LIST_LIMIT_DEFAULT = 100
 LIST_LIMIT_MAX = 1000
+MAX_DELIVERY_ID = 2**31 - 1
 
 
 # ---- recording what a job owes ------------------------------------------------------------------
@@ -105,6 +106,9 @@ def chunk_lot_views(db: Database, job: BatchJob, delivery: WebhookDelivery) -> I
     the 49,000 lots before it.
     """
     of_url = (BatchLot.job_id == job.id) & (BatchLot.webhook_url == delivery.webhook_url)
+    if delivery.chunk_count <= 1:
+        yield from _lot_views_from(db, job, of_url, 0, None)
+        return
     with db.session() as session:
         total = session.scalar(select(func.count()).select_from(BatchLot).where(of_url)) or 0
         size = math.ceil(total / max(1, delivery.chunk_count))
@@ -115,13 +119,15 @@ def chunk_lot_views(db: Database, job: BatchJob, delivery: WebhookDelivery) -> I
     yield from _lot_views_from(db, job, of_url, first, size)
 
 
-def _lot_views_from(db: Database, job: BatchJob, condition, first_seq: int, limit: int) -> Iterator[dict[str, Any]]:
+def _lot_views_from(db: Database, job: BatchJob, condition, first_seq: int,
+                    limit: int | None) -> Iterator[dict[str, Any]]:
     after = first_seq - 1
     left = limit
-    while left > 0:
+    while left is None or left > 0:
+        page = PAGE if left is None else min(PAGE, left)
         with db.session() as session:
             lots = session.scalars(select(BatchLot).where(condition, BatchLot.seq > after)
-                                   .order_by(BatchLot.seq).limit(min(PAGE, left))).all()
+                                   .order_by(BatchLot.seq).limit(page)).all()
             if not lots:
                 return
             rows = session.execute(select(BatchResult.lot_pk, BatchResult.language, BatchResult.damages)
@@ -131,8 +137,11 @@ def _lot_views_from(db: Database, job: BatchJob, condition, first_seq: int, limi
             texts.setdefault(lot_pk, {})[language] = damages
         for lot in lots:
             yield lot_view(lot, job.languages, texts.get(lot.id, {}))
+        if len(lots) < page:
+            return
         after = lots[-1].seq
-        left -= len(lots)
+        if left is not None:
+            left -= len(lots)
 
 
 def signed_headers(keys: tuple[str, ...], body: bytes, delivery: WebhookDelivery, attempt: int,
@@ -266,7 +275,7 @@ def delivery_view(delivery: WebhookDelivery, attempts: list[WebhookAttempt]) -> 
 
 def parse_page(args) -> dict[str, int]:
     """``limit`` and ``offset`` of a delivery listing; 400 names the parameter that is wrong."""
-    def number(name: str, default: int, low: int, high: int | None) -> int:
+    def number(name: str, default: int, low: int, high: int) -> int:
         raw = args.get(name)
         if raw is None or raw == "":
             return default
@@ -274,11 +283,13 @@ def parse_page(args) -> dict[str, int]:
             value = int(raw)
         except ValueError:
             raise ServiceError(400, "VALIDATION_ERROR", f"'{name}' must be an integer", {"field": name}) from None
-        if value < low or (high is not None and value > high):
-            raise ServiceError(400, "VALIDATION_ERROR", f"'{name}' is out of range", {"field": name})
+        if value < low or value > high:
+            raise ServiceError(400, "VALIDATION_ERROR", f"'{name}' must be between {low} and {high}",
+                               {"field": name})
         return value
 
-    return {"limit": number("limit", LIST_LIMIT_DEFAULT, 1, LIST_LIMIT_MAX), "offset": number("offset", 0, 0, None)}
+    return {"limit": number("limit", LIST_LIMIT_DEFAULT, 1, LIST_LIMIT_MAX),
+            "offset": number("offset", 0, 0, MAX_OFFSET)}
 
 
 def job_deliveries(db: Database, job_id: str, limit: int = LIST_LIMIT_DEFAULT, offset: int = 0) -> dict[str, Any]:
@@ -313,7 +324,9 @@ def delivery_not_found(delivery_id: str) -> ServiceError:
 
 
 def _delivery_key(delivery_id: str) -> int:
-    if not delivery_id.isascii() or not delivery_id.isdigit() or len(delivery_id) > 18:
+    """The id as the database holds it (a 32-bit integer); anything else cannot name a delivery."""
+    digits = delivery_id.isascii() and delivery_id.isdigit() and len(delivery_id) <= len(str(MAX_DELIVERY_ID))
+    if not digits or int(delivery_id) > MAX_DELIVERY_ID:
         raise delivery_not_found(delivery_id)
     return int(delivery_id)
 

@@ -6,16 +6,21 @@ so a lease can stay short (WORKER_LEASE_SECONDS) and a dead process's deliveries
 soon after it stops renewing them. A crash between sending and recording leaves the lease to
 expire and the same attempt to be sent again with the same webhook-id: at least once, never lost.
 
-Deliveries are claimed up to LEAD_SECONDS before they fall due and sent at their due time, so the
+Deliveries are claimed up to LEAD_SECONDS before they fall due and sent at their due time, and a
+delivery whose next attempt is that close stays with the thread that made the last one, so the
 database round trips of claiming and building the payload do not stretch the retry schedule.
 
-No URL may hold more than a quarter of the pool (at least one slot), so a receiver that is slow
-or times out, however many deliveries it is owed, leaves most of the pool to everyone else.
+The pool is shared fairly between URLs: when several have due deliveries, each is first given a
+quarter of the pool (at least one slot), and only what is left goes to those with more work; no
+URL ever holds more than three quarters. So a receiver that is slow or times out, however many
+deliveries it is owed, always leaves room for everyone else, and one busy receiver alone still
+gets most of the pool.
 """
 from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections import Counter
 from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import datetime, timedelta
@@ -42,6 +47,7 @@ class WebhookDispatcher:
         self.owner = owner
         self.size = self.settings.webhook_concurrency
         self.per_url = max(1, self.size // URL_SHARE)
+        self.url_limit = max(self.per_url, self.size - self.per_url)
         self.pool = ThreadPoolExecutor(max_workers=self.size, thread_name_prefix="webhook")
         self.client = guarded_client(runtime.policy, timeout=self.settings.webhook_timeout, max_connections=self.size)
         self._inflight: dict[int, tuple[str, Future]] = {}
@@ -86,26 +92,25 @@ class WebhookDispatcher:
         return utcnow() + timedelta(seconds=LEAD_SECONDS)
 
     def _allot(self, free: int, per_url: Counter) -> list[tuple[str, int]]:
-        """How many due deliveries to claim for each URL, earliest due first."""
-        full = [url for url, count in per_url.items() if count >= self.per_url]
+        """How many due deliveries to claim for each URL: first a fair share each, earliest due first,
+        then what is left to URLs with more work, up to the limit any one URL may hold."""
         now = utcnow()
         with self.db.session() as session:
             rows = session.execute(
                 select(WebhookDelivery.webhook_url, func.count())
                 .where(self.due(self._horizon()), leases.lease_free(WebhookDelivery, now),
-                       WebhookDelivery.webhook_url.not_in(full))
+                       WebhookDelivery.webhook_url.not_in(self._full_urls(per_url)))
                 .group_by(WebhookDelivery.webhook_url)
                 .order_by(func.min(WebhookDelivery.next_attempt_at))
                 .limit(free)).all()
-        plan = []
-        for url, count in rows:
-            wanted = min(count, self.per_url - per_url[url], free)
-            if wanted > 0:
-                plan.append((url, wanted))
-                free -= wanted
-            if free <= 0:
-                break
-        return plan
+        plan: Counter = Counter()
+        for cap in (self.per_url, self.url_limit):
+            for url, count in rows:
+                take = min(count - plan[url], cap - per_url[url] - plan[url], free)
+                if take > 0:
+                    plan[url] += take
+                    free -= take
+        return list(plan.items())
 
     def _start(self, delivery_id: int, url: str) -> None:
         self._ensure_renewer()
@@ -113,14 +118,15 @@ class WebhookDispatcher:
             future = self.pool.submit(self._deliver_safely, delivery_id)
             self._inflight[delivery_id] = (url, future)
 
-    def _full_urls(self) -> list[str]:
-        with self._lock:
-            per_url = Counter(url for url, _ in self._inflight.values())
-        return [url for url, count in per_url.items() if count >= self.per_url]
+    def _full_urls(self, per_url: Counter | None = None) -> list[str]:
+        if per_url is None:
+            with self._lock:
+                per_url = Counter(url for url, _ in self._inflight.values())
+        return [url for url, count in per_url.items() if count >= self.url_limit]
 
     def next_due(self) -> datetime | None:
-        """When a delivery next falls due here: the earliest free one whose URL has a slot left here,
-        or the end of another process's lease. A URL at its share wakes the loop when a slot frees."""
+        """When a delivery next falls due here: the earliest free one whose URL may take a slot here,
+        or the end of another process's lease. A URL at its limit wakes the loop when a slot frees."""
         now = utcnow()
         pending = WebhookDelivery.status == "pending"
         with self.db.session() as session:
@@ -141,7 +147,9 @@ class WebhookDispatcher:
             self._renewer.start()
 
     def _renew_loop(self) -> None:
-        while not self._closed.wait(self.lease_seconds / 3):
+        """Every third of a lease, extend the leases of the attempts under way, until closed and idle."""
+        while not (self._closed.is_set() and self.busy == 0):
+            time.sleep(self.lease_seconds / 3)
             with self._lock:
                 ids = list(self._inflight)
             if not ids:
@@ -187,27 +195,42 @@ class WebhookDispatcher:
             job = session.get(BatchJob, delivery.batch_job_id) if delivery else None
         if delivery is None or job is None or delivery.lease_owner != self.owner or delivery.status != "pending":
             return
-        attempt = delivery.attempt_count + 1
         body = webhooks.build_payload(self.db, job, delivery)
+        while delivery is not None:
+            delivery = self._attempt(delivery, job, body)
+
+    def _attempt(self, delivery: WebhookDelivery, job: BatchJob, body: bytes) -> WebhookDelivery | None:
+        """Make the delivery's next attempt when it is due and record it.
+
+        Returns the delivery if its following attempt is due within LEAD_SECONDS: it then stays
+        claimed by this thread, so a short retry delay is not stretched by claiming it again.
+        """
         if not self._wait_until(delivery.next_attempt_at):
-            self._release([delivery_id])
-            return
+            self._release([delivery.id])
+            return None
+        attempt = delivery.attempt_count + 1
         headers = webhooks.signed_headers(self.settings.shared_keys, body, delivery, attempt)
         started = utcnow()
         outcome = self._send(delivery.webhook_url, body, headers)
         with self.db.transaction() as session:
-            current = session.get(WebhookDelivery, delivery_id, with_for_update=True)
+            current = session.get(WebhookDelivery, delivery.id, with_for_update=True)
             if current is None or current.lease_owner != self.owner or current.status != "pending":
                 log.warning("webhook_delivery %s: lease lost during attempt %d; not recorded here",
-                            delivery_id, attempt)
-                return
+                            delivery.id, attempt)
+                return None
             webhooks.record_attempt(session, current, attempt, started, outcome,
                                     self.settings.webhook_retry_base_seconds, self.settings.webhook_max_retries)
+            keep = (current.status == "pending" and current.next_attempt_at <= self._horizon()
+                    and not self._closed.is_set())
+            if keep:
+                current.lease_owner = self.owner
+                current.lease_expires_at = utcnow() + timedelta(seconds=self.lease_seconds)
             final = current.status
         label = "success" if outcome.success else ("failed" if final == "failed" else "retry")
         self.rt.metrics.webhooks.labels(status=label).inc()
-        log.info("webhook_delivery %s job %s attempt %d: %s", delivery_id, job.id, attempt,
+        log.info("webhook_delivery %s job %s attempt %d: %s", delivery.id, job.id, attempt,
                  "delivered" if outcome.success else outcome.error)
+        return current if keep else None
 
     def _wait_until(self, due: datetime | None) -> bool:
         """Hold a delivery claimed ahead of time until it is due; False if the dispatcher closed meanwhile."""
