@@ -266,9 +266,3 @@ class ShardManager:
         if self.unassigned_waiting():
             return "again"
         return "wait" if self.open_shards() else "done"
-
-    def inflight_completed(self) -> int:
-        with self.db.session() as session:
-            return session.scalar(select(func.coalesce(func.sum(OpenAIBatch.completed_count), 0)).where(
-                OpenAIBatch.job_id == self.job.id, OpenAIBatch.kind == self.stage.kind,
-                OpenAIBatch.status.in_(SHARD_OPEN))) or 0
