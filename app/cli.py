@@ -80,6 +80,8 @@ def request_from_json(text: str, source: str) -> LoadedRequest:
         data = {"lots": data}
     if not isinstance(data, dict) or not isinstance(data.get("lots"), list) or not data["lots"]:
         raise UsageError(f"{source} must hold a non-empty list of lots, or an object with one under \"lots\"")
+    if not all(isinstance(item, dict) for item in data["lots"]):
+        raise UsageError(f"{source}: every lot must be an object with lot_id and images")
     languages = data.get("languages")
     if languages is not None and not (isinstance(languages, list) and all(isinstance(x, str) for x in languages)):
         raise UsageError(f"{source}: \"languages\" must be a list of language codes")

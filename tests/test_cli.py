@@ -178,6 +178,7 @@ def test_python_dash_m_runs_the_command():
 @pytest.mark.parametrize("name, content, complaint", [
     ("broken.json", "{not json", "not valid JSON"),
     ("empty.json", '{"lots": []}', "non-empty list of lots"),
+    ("strings.json", '["a", "b"]', "every lot must be an object"),
     ("nocolumn.csv", "lot_id,additional_info\nx,y\n", "image_urls"),
 ])
 def test_unreadable_lots_files_are_usage_errors(tmp_path, capsys, name, content, complaint):
