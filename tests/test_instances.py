@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 import psycopg
 import pytest
 
+from tests.conftest import PG_URL
 from tests.support.client import TEST_KEY, Api, lot
 from tests.support.processes import (ProcessSet, ServiceProcess, SandboxProcess, scratch_database, service_env,
                                      start_gunicorn, start_sandbox, wait_for)
@@ -25,6 +26,8 @@ from tests.support.receiver import Received, WebhookReceiver
 JOBS = 20
 LANGUAGES = ["en", "de"]
 HOOK_PATHS = ("/hook/a", "/hook/b")  # two webhook URLs per job, so two deliveries each
+# a database of its own next to the suite's (TEST_DATABASE_URL), so parallel runs on one server do not collide
+DB_NAME = f"{PG_URL.rsplit('/', 1)[1]}_instances"[:63]
 
 
 @dataclass
@@ -99,7 +102,7 @@ def outcome(tmp_path_factory, image_server) -> Outcome:
     workdir = tmp_path_factory.mktemp("instances")
     receiver = WebhookReceiver().start()
     try:
-        with scratch_database("genservice_instances") as url, ProcessSet(workdir / "logs") as procs:
+        with scratch_database(DB_NAME, PG_URL) as url, ProcessSet(workdir / "logs") as procs:
             sandbox: SandboxProcess = start_sandbox(procs, batch_validating_seconds=0.2, batch_in_progress_seconds=0.8,
                                                     batch_finalizing_seconds=0.2)
             env = service_env(url, sandbox.url, workdir, TEST_KEY, WORKER_POLL_INTERVAL=0.5,

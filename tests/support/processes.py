@@ -348,25 +348,29 @@ def service_env(database_url: str, openai_base_url: str, workdir: str | os.PathL
 
 # ---- PostgreSQL ----------------------------------------------------------------------------------
 
-def _admin(sql: str) -> None:
+def _admin(sql: str, admin_url: str) -> None:
     import psycopg
 
-    with psycopg.connect(PG_ADMIN_URL, autocommit=True, connect_timeout=10) as conn:
+    with psycopg.connect(admin_url, autocommit=True, connect_timeout=10) as conn:
         conn.execute(sql)
 
 
-def database_url(name: str) -> str:
-    return PG_ADMIN_URL.rsplit("/", 1)[0] + f"/{name}"
+def database_url(name: str, admin_url: str = PG_ADMIN_URL) -> str:
+    return admin_url.rsplit("/", 1)[0] + f"/{name}"
 
 
 @contextlib.contextmanager
-def scratch_database(name: str) -> Iterator[str]:
-    """Create the PostgreSQL database ``name`` afresh (a leftover is dropped), yield its URL, drop it after."""
+def scratch_database(name: str, admin_url: str = PG_ADMIN_URL) -> Iterator[str]:
+    """Create the PostgreSQL database ``name`` afresh (a leftover is dropped), yield its URL, drop it after.
+
+    ``admin_url`` is any database URL on the server (its maintenance database is used for the DDL).
+    """
     if not re.fullmatch(r"[a-z_][a-z0-9_]{0,62}", name):
         raise ValueError(f"not a plain database name: {name!r}")
-    _admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    _admin(f'CREATE DATABASE "{name}"')
+    admin_url = admin_url.rsplit("/", 1)[0] + "/postgres"
+    _admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)', admin_url)
+    _admin(f'CREATE DATABASE "{name}"', admin_url)
     try:
-        yield database_url(name)
+        yield database_url(name, admin_url)
     finally:
-        _admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        _admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)', admin_url)
