@@ -32,7 +32,8 @@ if ROOT not in sys.path:
 
 from sqlalchemy import func, insert, select  # noqa: E402
 
-from bench.harness import BENCH_KEY, install_signal_handlers, load_average, markdown_table, note, scratch_database  # noqa: E402
+from bench.harness import (BENCH_KEY, install_signal_handlers, load_average, markdown_table, note,  # noqa: E402
+                           scratch_database)
 
 DB_NAME = "genservice_bench_webhooks"
 UNUSED_OPENAI_URL = "http://127.0.0.1:9/v1"  # every job is already over: nothing calls OpenAI

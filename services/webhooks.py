@@ -6,10 +6,11 @@ distinct URL and chunk of at most WEBHOOK_MAX_LOTS_PER_DELIVERY lots. The payloa
 from the database at each attempt; it does not change once the job has ended, so every attempt
 of a delivery carries the same bytes under the same ``webhook-id``.
 
-Schedule: attempt 1 at once, then attempt n ``base * 2^(n-2)`` seconds after attempt n-1 began (so a
-receiver sees its requests 30, 60, 120, 240 s apart; after an attempt that timed out, the next one
-follows as soon as it is due), up to the delivery's ``max_attempts``. A redelivery grants a fresh budget and starts the
-schedule over; attempt numbers keep counting, so the history of a delivery reads in order.
+Schedule: attempt 1 at once, then attempt n ``base * 2^(n-2)`` seconds after attempt n-1 began, so a
+receiver sees its requests 30, 60, 120, 240 s apart (after an attempt that timed out, the next one
+follows as soon as it is due), up to the delivery's ``max_attempts``. A redelivery grants a fresh
+budget and starts the schedule over; attempt numbers keep counting, so a delivery's history reads
+in order.
 """
 from __future__ import annotations
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
-import json
 import os
 import shutil
 import subprocess
@@ -22,11 +21,10 @@ import uuid
 from datetime import timedelta
 
 import pytest
-from sqlalchemy import func, select
 from standardwebhooks import Webhook
 
 from app import create_app
-from database.models import BatchJob, BatchLot, BatchResult, WebhookAttempt, WebhookDelivery
+from database.models import BatchJob, BatchLot, BatchResult
 from services import webhooks
 from services.clock import utcnow
 from tests.conftest import base_config
@@ -465,13 +463,13 @@ def test_slow_receiver_does_not_hold_up_other_receivers(make_app, receiver, seco
 
 def test_restart_mid_schedule_sends_the_next_attempt_with_the_same_webhook_id(make_app, receiver):
     receiver.behaviour.statuses = [500]
-    first = make_app(WEBHOOK_RETRY_BASE_SECONDS=1.0)
+    first = make_app(WEBHOOK_RETRY_BASE_SECONDS=1.5)
     job_id = seed_ended_job(runtime_of(first), [("m-1", receiver.url())])
     eventually(lambda: deliveries_of(first, job_id)[0]["attempt_count"] == 1, what="attempt 1 to be recorded")
     runtime_of(first).close()
     assert len(receiver.received) == 1
 
-    second = make_app(WEBHOOK_RETRY_BASE_SECONDS=1.0)
+    second = make_app(WEBHOOK_RETRY_BASE_SECONDS=1.5)
     [delivery] = settled(second, job_id)
     assert (delivery["status"], delivery["attempt_count"]) == ("delivered", 2)
     assert [r.headers["x-delivery-attempt"] for r in receiver.received] == ["1", "2"]
