@@ -8,6 +8,7 @@ crash point ``GENSERVICE_CRASH_AFTER`` (workers/faults.py), which exits like ``k
 """
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import signal
@@ -28,6 +29,7 @@ from tests.support.processes import PYTHON, ProcessSet, ServerProcess, scratch_d
 EN_DE = ["en", "de"]
 LEASE_SECONDS = 2
 CRASH_STATUS = 137
+SERVICE_NUMBERS = itertools.count()  # one log file per service process of the module
 
 
 def _free_port() -> int:
@@ -74,7 +76,7 @@ class Harness:
             settings["GENSERVICE_CRASH_AFTER"] = crash_after
         env = service_env(self.stack.url, self.sandbox.url, self.stack.workdir, TEST_KEY, **settings)
         env.pop("PROMETHEUS_MULTIPROC_DIR", None)  # one process: the default in-memory metrics
-        process = ServerProcess(f"service-{len(self.started)}", [PYTHON, "main.py"], env, self.stack.procs.log_dir)
+        process = ServerProcess(f"service-{next(SERVICE_NUMBERS)}", [PYTHON, "main.py"], env, self.stack.procs.log_dir)
         self.stack.procs.add(process).start()
         process.wait_http(f"http://127.0.0.1:{port}/health", 30)
         service = Service(process, Api(f"http://127.0.0.1:{port}"))
