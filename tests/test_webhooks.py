@@ -476,6 +476,19 @@ def test_restart_mid_schedule_sends_the_next_attempt_with_the_same_webhook_id(ma
     assert {r.headers["webhook-id"] for r in receiver.received} == {delivery["webhook_id"]}
 
 
+def test_closing_the_service_lets_the_attempt_under_way_finish_and_be_recorded(make_app, receiver):
+    receiver.behaviour.hold = threading.Event()
+    app = make_app()
+    job_id = seed_ended_job(runtime_of(app), [("w-1", receiver.url())])
+    receiver.wait_for(1)
+    runtime_of(app).close()
+    receiver.behaviour.hold.set()
+
+    [delivery] = settled(app, job_id)
+    assert (delivery["status"], delivery["attempt_count"], delivery["last_status_code"]) == ("delivered", 1, 200)
+    assert len(receiver.received) == 1
+
+
 def test_crash_between_sending_and_recording_resends_with_the_same_webhook_id(make_app, receiver, database_url,
                                                                              sandbox, tmp_path):
     receiver.behaviour.hold = threading.Event()

@@ -161,12 +161,17 @@ class WebhookDispatcher:
                 log.exception("could not renew the leases of %d webhook deliveries", len(ids))
 
     def close(self) -> None:
-        """Stop: deliveries claimed but not started go back to the queue at once; attempts under way finish."""
+        """Stop: deliveries claimed but not started go back to the queue at once; attempts under way
+        finish (and are recorded) before the HTTP client is closed under them."""
         self._closed.set()
         with self._lock:
             unstarted = [key for key, (_, future) in self._inflight.items() if future.cancel()]
         self.pool.shutdown(wait=False, cancel_futures=True)
         self._release(unstarted)
+        threading.Thread(target=self._close_client_when_idle, name="webhook-close", daemon=True).start()
+
+    def _close_client_when_idle(self) -> None:
+        self.pool.shutdown(wait=True)
         self.client.close()
 
     def _release(self, ids: list[int]) -> None:
