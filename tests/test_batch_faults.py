@@ -11,7 +11,7 @@ import threading
 from sqlalchemy.exc import OperationalError
 
 from tests.support.batches import (assert_no_batch_created_twice, assert_one_result_per_language, distinct_lots,
-                                   lot_rows, result_counts, shards, wait_until)
+                                   job_row, lot_rows, result_counts, shards, wait_until)
 from tests.support.client import Api, lot
 
 EN_DE = ["en", "de"]
@@ -268,6 +268,19 @@ def test_shuffled_batch_output_gives_each_lot_its_own_description(make_live, ima
 
     assert len(set(batch.values())) >= 4, "the sandbox should describe these lots differently"
     assert batch == direct
+
+
+def test_cancelling_a_direct_job_drops_the_calls_not_yet_started(make_live, image_server, sandbox):
+    sandbox.configure(vision_latency=2.0)
+    api, rt = _start(make_live, BATCH_STRATEGY="direct", DIRECT_CONCURRENCY=1, WORKER_LEASE_SECONDS=1)
+    job_id = api.generate(distinct_lots(image_server, 2)).json()["job_id"]
+    wait_until(lambda: sandbox.stats()["responses_vision_calls"] == 1, 20, "the first call to start")
+
+    assert api.cancel(job_id).status_code == 200
+    wait_until(lambda: job_row(rt.db, job_id).stage == "done", 20, "the cancelled job to be handed back")
+    rt.worker.jobs.pool.submit(lambda: None).result(timeout=20)  # the pool is FIFO: a queued call ran before this
+
+    assert sandbox.stats()["responses_vision_calls"] == 1
 
 
 # ---- worker robustness ---------------------------------------------------------------------------

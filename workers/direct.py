@@ -14,7 +14,7 @@ from database import Database
 from database.models import BatchLot
 from services.errors import UpstreamError
 from services.openai_client import OpenAIGateway, Usage
-from workers.leases import Lease
+from workers.leases import Lease, LeaseLost
 from workers.stages import Outcome, Stage
 
 
@@ -41,15 +41,21 @@ class DirectRunner:
         """Call the model for each lot, renewing the lease while the calls run.
 
         A page of slow calls can outlast the lease; without renewing, another worker would take
-        the job over and pay for the same lots again.
+        the job over and pay for the same lots again. Each renewal also checks that the job is
+        still wanted: once it is cancelled or failed, the calls not yet started are dropped.
         """
         self.lease.check_active()
         futures: list[Future] = [self.pool.submit(self._call, lot) for lot in lots]
-        while True:
-            done, pending = wait(futures, timeout=self.lease.seconds / 4, return_when=FIRST_EXCEPTION)
-            if not pending or any(f.exception() is not None for f in done):
-                break
-            self.lease.renew()
+        try:
+            while True:
+                done, pending = wait(futures, timeout=self.lease.seconds / 4, return_when=FIRST_EXCEPTION)
+                if not pending or any(f.exception() is not None for f in done):
+                    break
+                self.lease.check_active()
+        except LeaseLost:
+            for future in futures:  # calls not started yet would be paid for nothing
+                future.cancel()
+            raise
         return [future.result() for future in futures]
 
     def advance(self) -> str:
