@@ -56,6 +56,7 @@ def main(argv=None) -> int:
     times: list[float] = []
     load_before = harness.load_average()
     growths: list[float] = []
+    cpu_rows: list[float] = []
     body_mb = 0.0
     sign_s = []
     with harness.running_stack(args.db_name, SandboxOptions(), extra, server=args.server, workers=args.workers,
@@ -72,7 +73,8 @@ def main(argv=None) -> int:
             sign_s.append(time.perf_counter() - started)
             body_mb = len(body) / 1e6
             note(f"run {run}: body {body_mb:.1f} MB built and signed in {sign_s[-1]:.2f} s; posting")
-            with RssSampler(pids) as sampler:
+            with RssSampler(pids) as sampler, harness.CpuMeter(
+                    {"service": lambda: pids, "PostgreSQL": stack.database_backend_pids}, interval=0.2) as cpu:
                 started = time.perf_counter()
                 response = http.post(url, data=body, headers={"Content-Type": "application/json"},
                                      timeout=args.timeout)
@@ -84,26 +86,31 @@ def main(argv=None) -> int:
                 raise RuntimeError(f"unexpected answer: {accepted}")
             pid = sampler.busiest
             peak, after = sampler.growth(pid)
+            used = cpu.used()
+            worker_cpu = cpu.last["service"].get(pid, 0.0) - cpu.first["service"].get(pid, 0.0)
             total_before = sum(sampler.before.values())
             note(f"run {run}: 201 in {elapsed:.3f} s (job {accepted['job_id']}); worker {pid} "
                  f"{sampler.before[pid]:.0f} -> peak {sampler.peak[pid]:.0f} -> {sampler.after[pid]:.0f} MB")
             times.append(elapsed)
             growths.append(peak)
-            rows.append((f"run {run}", f"{elapsed:.3f}", pid, f"{sampler.before[pid]:.0f}", f"{sampler.peak[pid]:.0f}",
+            cpu_rows.append(worker_cpu)
+            rows.append((f"run {run}", f"{elapsed:.3f}", f"{worker_cpu:.2f}", f"{used['PostgreSQL']:.2f}",
+                         pid, f"{sampler.before[pid]:.0f}", f"{sampler.peak[pid]:.0f}",
                          f"{sampler.after[pid]:.0f}", f"{peak:+.0f}", f"{after:+.0f}",
                          f"{total_before:.0f} -> {sampler.peak_total:.0f}"))
             del body
 
     time_ok = median(times) <= args.target_seconds
     mem_ok = max(growths) <= args.target_mb
-    rows.append(("**median**", f"**{median(times):.3f}**", "", "", "", "", f"**{median(growths):+.0f}**", "", ""))
+    rows.append(("**median**", f"**{median(times):.3f}**", f"{median(cpu_rows):.2f}", "", "", "", "", "",
+                 f"**{median(growths):+.0f}**", "", ""))
     print(f"Batch accept: {args.lots:,} lots x {args.photos} photo URLs, languages {','.join(languages)}; "
           f"body {body_mb:.1f} MB, built and signed by the client in {median(sign_s):.2f} s (not timed); "
           f"{args.server}" + (f" with {len(pids)} worker processes" if args.server == "gunicorn" else "")
           + f" on PostgreSQL; WORKER_ENABLED={extra['WORKER_ENABLED']}; a fresh job per run; 1-min load average "
             f"{load_before} before, {harness.load_average()} after (on {os.cpu_count()} CPUs).\n")
     print(harness.markdown_table(
-        ("run", "POST -> 201 (s)", "serving pid", "RSS before (MB)", "peak RSS (MB)", "RSS after (MB)",
+        ("run", "POST -> 201 (s)", "CPU s in the serving worker", "CPU s in PostgreSQL", "serving pid", "RSS before (MB)", "peak RSS (MB)", "RSS after (MB)",
          "growth to peak (MB)", "growth kept (MB)", "all workers RSS before -> peak sum (MB)"), rows))
     print(f"\nTargets: median <= {args.target_seconds:g} s -> **{'met' if time_ok else 'MISSED'}** "
           f"({median(times):.3f} s); memory growth <= {args.target_mb:g} MB -> **{'met' if mem_ok else 'MISSED'}** "

@@ -66,6 +66,7 @@ class Run:
         self.error: str | None = None
         self.lot_counts: dict[str, int] = {}  # lots per status, read from the scratch database at the end
         self.image_rate: float | None = None  # lots/s through image validation while it ran
+        self.cpu: dict[str, float] = {}  # CPU seconds per process group from the POST to the end
 
 
 def lot_counts(database_url: str) -> dict[str, int]:
@@ -92,7 +93,7 @@ def run_job(args, validate: bool, languages: list[str]) -> Run:
         del lots
         http = requests.Session()
         note(f"validation {'on' if validate else 'off'}: posting {args.lots:,} lots ({len(body) / 1e6:.1f} MB)")
-        with RssSampler(pids, interval=0.1) as sampler:
+        with RssSampler(pids, interval=0.1) as sampler, harness.CpuMeter(stack.cpu_groups()) as cpu:
             result.memory = sampler
             started = time.perf_counter()
             response = http.post(f"{stack.service_url}/api/v1/generate-descriptions", data=body,
@@ -138,6 +139,7 @@ def run_job(args, validate: bool, languages: list[str]) -> Run:
                 time.sleep(args.poll)
             result.lot_counts = lot_counts(stack.database_url)
             _image_rate(result, args.lots)
+        result.cpu = cpu.used()
     return result
 
 
@@ -191,6 +193,13 @@ def main(argv=None) -> int:
         print(f"**{label}** (BATCH_VALIDATE_IMAGES={'true' if run.validate else 'false'})\n")
         print(harness.markdown_table(("status / current_stage", "first seen at (s)", "time in it (s)"), stage_rows(run)))
         print()
+        cores = os.cpu_count() or 1
+        total_cpu = sum(run.cpu.values())
+        print(harness.markdown_table(
+            ["CPU seconds, POST to end"] + list(run.cpu) + ["total", f"total / {cores} cores"],
+            [["used"] + [f"{v:.1f}" for v in run.cpu.values()] + [f"{total_cpu:.1f}", f"{total_cpu / cores:.1f}"]]))
+        print(f"\n(total / {cores} cores is roughly the least wall time this work could take on an otherwise idle "
+              f"machine with perfect parallelism; the service's own share runs mostly on one thread of one process.)\n")
         mem = run.memory
         pid = mem.busiest
         peak, _ = mem.growth(pid)

@@ -21,7 +21,7 @@ import time
 import urllib.error
 import urllib.request
 from dataclasses import dataclass, field
-from typing import Iterator, Sequence
+from typing import Callable, Iterator, Sequence
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if ROOT not in sys.path:
@@ -211,6 +211,29 @@ class Stack:
     server: Process
     processes: list[Process] = field(default_factory=list)
 
+    def helper_pid(self, name: str) -> int | None:
+        """The pid of the image server ("image-server") or the sandbox ("sandbox")."""
+        return next((p.pid for p in self.processes if p.name == name), None)
+
+    def database_backend_pids(self) -> list[int]:
+        """PostgreSQL backends connected to the scratch database (the service's connections)."""
+        import psycopg
+
+        name = self.database_url.rsplit("/", 1)[1]
+        with psycopg.connect(PG_ADMIN_URL, autocommit=True) as conn:
+            return [row[0] for row in conn.execute(
+                "SELECT pid FROM pg_stat_activity WHERE datname = %s AND pid <> pg_backend_pid()", (name,))]
+
+    def cpu_groups(self) -> dict[str, "Callable[[], list[int]]"]:
+        """What CpuMeter watches: the service's processes, the helpers and the database backends."""
+        return {
+            "service": self.worker_pids,
+            "PostgreSQL": self.database_backend_pids,
+            "sandbox": lambda: [pid for pid in [self.helper_pid("sandbox")] if pid],
+            "image server": lambda: [pid for pid in [self.helper_pid("image-server")] if pid],
+            "bench client": lambda: [os.getpid()],
+        }
+
     def worker_pids(self) -> list[int]:
         """The gunicorn worker processes (children of the master), or the server itself for main.py."""
         children = _children(self.server.pid)
@@ -234,10 +257,12 @@ def _children(pid: int) -> list[int]:
         return found
 
 
-def start_image_server(stack: contextlib.ExitStack, log_dir: str) -> str:
+def start_image_server(stack: contextlib.ExitStack, log_dir: str, processes: list[Process] | None = None) -> str:
     process = Process("image-server", [PYTHON, "-c", IMAGE_SERVER_CODE], env=dict(os.environ, PYTHONPATH=ROOT),
                       log_dir=log_dir, stdout=subprocess.PIPE)
     stack.callback(process.stop)
+    if processes is not None:
+        processes.append(process)
     line = process.proc.stdout.readline().decode().strip()
     if not line.isdigit():
         raise RuntimeError(f"image server did not start:\n{process.tail()}")
@@ -247,11 +272,14 @@ def start_image_server(stack: contextlib.ExitStack, log_dir: str) -> str:
     return base
 
 
-def start_sandbox(stack: contextlib.ExitStack, log_dir: str, options: SandboxOptions) -> str:
+def start_sandbox(stack: contextlib.ExitStack, log_dir: str, options: SandboxOptions,
+                  processes: list[Process] | None = None) -> str:
     port = free_port()
     process = Process("sandbox", [PYTHON, "-m", "services.sandbox", "--host", HOST, "--port", str(port),
                                   *options.argv()], env=dict(os.environ), log_dir=log_dir)
     stack.callback(process.stop)
+    if processes is not None:
+        processes.append(process)
     root = f"http://{HOST}:{port}"
     wait_http(f"{root}/sandbox/config", 20, process)
     note(f"sandbox on {root} ({' '.join(options.argv())})")
@@ -311,11 +339,12 @@ def running_stack(db_name: str, sandbox: SandboxOptions, service_extra: dict[str
     with contextlib.ExitStack() as stack:
         stack.callback(_remove_workdir, workdir, keep_logs)
         database_url = stack.enter_context(scratch_database(db_name))
-        image_base = start_image_server(stack, workdir)
-        sandbox_url = start_sandbox(stack, workdir, sandbox)
+        helpers: list[Process] = []
+        image_base = start_image_server(stack, workdir, helpers)
+        sandbox_url = start_sandbox(stack, workdir, sandbox, helpers)
         env = service_env(database_url, sandbox_url, workdir, service_extra)
         url, process = start_service(stack, workdir, env, server=server, workers=workers)
-        running = Stack(workdir, database_url, sandbox_url, image_base, url, process)
+        running = Stack(workdir, database_url, sandbox_url, image_base, url, process, helpers)
         # wait until every gunicorn worker has booted (each runs the migrations and starts its worker thread)
         expected = workers if workers is not None else min(4, (os.cpu_count() or 1) * 2)
         if server == "gunicorn":
@@ -423,6 +452,75 @@ class RssSampler:
     def growth(self, pid: int) -> tuple[float, float]:
         """(peak - before, after - before) in MB."""
         return self.peak[pid] - self.before[pid], self.after.get(pid, 0.0) - self.before[pid]
+
+
+# ---- CPU time ----------------------------------------------------------------------------------
+
+_TICK = os.sysconf("SC_CLK_TCK")
+
+
+def cpu_seconds(pid: int) -> float | None:
+    """User + system CPU seconds of a process (all its threads), from /proc/<pid>/stat."""
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            fields = fh.read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / _TICK
+    except (OSError, IndexError, ValueError):
+        return None
+
+
+class CpuMeter:
+    """CPU seconds used by groups of processes between start and stop, sampled every ``interval`` s.
+
+    Unlike wall time this hardly depends on what else the machine runs, so it says how long the work
+    would take at least on an idle machine: total CPU / number of cores. A process that appears after
+    the start counts from zero; one that ends between samples loses at most one interval.
+    """
+
+    def __init__(self, groups: dict[str, "Callable[[], list[int]]"], interval: float = 1.0):
+        self.groups = groups
+        self.interval = interval
+        self.first: dict[str, dict[int, float]] = {name: {} for name in groups}
+        self.last: dict[str, dict[int, float]] = {name: {} for name in groups}
+        self._started = False
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="cpu-meter", daemon=True)
+
+    def __enter__(self) -> "CpuMeter":
+        self._sample()
+        self._started = True
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+    def _sample(self) -> None:
+        for name, pids in self.groups.items():
+            try:
+                found = pids()
+            except Exception:  # a failed look-up (e.g. the database going away) skips one sample
+                continue
+            for pid in found:
+                value = cpu_seconds(pid)
+                if value is None:
+                    continue
+                self.first[name].setdefault(pid, value if not self._started else 0.0)
+                self.last[name][pid] = value
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval):
+            self._sample()
+
+    def stop(self) -> None:
+        if not self._stop.is_set():
+            self._stop.set()
+            self._thread.join(10)
+            self._sample()
+
+    def used(self) -> dict[str, float]:
+        return {name: sum(self.last[name][pid] - self.first[name].get(pid, 0.0) for pid in self.last[name])
+                for name in self.groups}
 
 
 # ---- the client --------------------------------------------------------------------------------
