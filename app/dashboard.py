@@ -44,7 +44,9 @@ def admin_token() -> str | None:
 
 
 def fingerprint(token: str) -> str:
-    return hashlib.sha256(b"genservice-dashboard\0" + token.encode()).hexdigest()
+    """What the session keeps instead of the token: keyed, so a copied cookie reveals nothing to guess it from."""
+    key = str(current_app.secret_key).encode()
+    return hmac.new(key, b"genservice-dashboard\0" + token.encode(), hashlib.sha256).hexdigest()
 
 
 def same(given: object, expected: str) -> bool:
@@ -70,7 +72,8 @@ def csrf_valid() -> bool:
 
 def safe_next(target: str | None) -> str:
     """Only a path inside the dashboard may follow a login; anything else goes to the job list."""
-    if target and target.startswith("/dashboard") and "//" not in target and "\\" not in target:
+    inside = target == "/dashboard" or (target or "").startswith(("/dashboard/", "/dashboard?"))
+    if inside and "//" not in target and "\\" not in target:
         return target
     return url_for("dashboard.index")
 

@@ -16,9 +16,7 @@ from pathlib import Path
 
 import pytest
 import requests
-from sqlalchemy import update
 
-from database.models import BatchJob
 from tests.support.client import Api, lot
 
 CHROMIUM = "/usr/bin/chromium"

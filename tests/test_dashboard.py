@@ -1,6 +1,7 @@
 """The job dashboard: off without ADMIN_TOKEN, a CSRF-protected login, job data, paging and safe HTML."""
 from __future__ import annotations
 
+import hashlib
 import logging
 import re
 
@@ -123,7 +124,7 @@ def test_login_without_the_form_csrf_token_is_refused(board):
 def test_login_only_returns_to_dashboard_paths(board):
     assert login(requests.Session(), board.url, next_path="/dashboard/jobs/abc").headers["Location"] == \
         "/dashboard/jobs/abc"
-    for target in ("https://elsewhere.example/", "//elsewhere.example/dashboard", "/docs"):
+    for target in ("https://elsewhere.example/", "//elsewhere.example/dashboard", "/docs", "/dashboard.example"):
         assert login(requests.Session(), board.url, next_path=target).headers["Location"] == "/dashboard", target
 
 
@@ -148,6 +149,17 @@ def test_a_new_admin_token_signs_out_existing_sessions(make_app):
     other = second.test_client()
     other.set_cookie("genservice_dashboard", cookie.value)
     assert other.get("/dashboard").status_code == 302
+
+
+def test_session_cookie_holds_a_keyed_fingerprint_not_the_token(make_app):
+    app = make_app(ADMIN_TOKEN=TOKEN, SESSION_SECRET=SECRET, WORKER_ENABLED="false")
+    client = app.test_client()
+    csrf = csrf_of(client.get("/dashboard/login").text)
+    client.post("/dashboard/login", data={"csrf_token": csrf, "token": TOKEN})
+    cookie = client.get_cookie("genservice_dashboard", path="/").value
+    stored = app.session_interface.get_signing_serializer(app).loads(cookie)
+    assert set(stored) == {"admin", "csrf", "_permanent"}
+    assert TOKEN not in str(stored) and hashlib.sha256(TOKEN.encode()).hexdigest() not in str(stored)
 
 
 def test_without_session_secret_a_random_key_is_used_and_logged(make_app, caplog):

@@ -6,6 +6,7 @@ import json
 import re
 import shutil
 import subprocess
+import time
 from datetime import datetime
 
 import pytest
@@ -223,12 +224,13 @@ def test_sync_health_metrics_and_image_checks_match_the_document(module_live, se
                       requests.get(f"{module_live.url}/api/v1/openapi.json", timeout=10))
 
 
-def test_job_lifecycle_answers_match_the_document(make_live, sandbox, image_server):
+def test_job_lifecycle_answers_match_the_document(make_live, sandbox, image_server, receiver):
     sandbox.configure(batch_in_progress_seconds=30)
-    live = make_live()
+    live = make_live(WEBHOOK_RETRY_BASE_SECONDS=60)
     api = Api(live.url)
     doc = requests.get(f"{live.url}/api/v1/openapi.json", timeout=10).json()
-    lots = [lot(f"j-{i}", [image_server.url(f"/img/j{i}.jpg")]) for i in range(2)]
+    unreachable = "http://127.0.0.1:9/hook"
+    lots = [lot(f"j-{i}", [image_server.url(f"/img/j{i}.jpg")], webhook=unreachable) for i in range(2)]
 
     accepted = api.generate(lots, languages=["en", "de"])
     assert accepted.status_code == 201, accepted.text
@@ -249,9 +251,15 @@ def test_job_lifecycle_answers_match_the_document(make_live, sandbox, image_serv
     ended = api.results(running)
     assert ended.status_code == 409
     assert_documented(doc, "GET", "/api/v1/batch-results/{job_id}", ended)
+    pending = deliveries(api, running)[0]
+    assert pending["status"] == "pending"
+    conflict = redeliver(api, pending["id"])
+    assert conflict.status_code == 409
+    assert_documented(doc, "POST", REDELIVER, conflict)
 
     sandbox.configure(batch_in_progress_seconds=0)
-    finished = api.generate([lot(f"k-{i}", [image_server.url(f"/img/k{i}.jpg")]) for i in range(2)]).json()["job_id"]
+    finished = api.generate([lot(f"k-{i}", [image_server.url(f"/img/k{i}.jpg")], webhook=receiver.url())
+                             for i in range(2)]).json()["job_id"]
     assert api.wait_status(finished)["status"] == "completed"
     for path in ("/api/v1/batch-status/{job_id}", "/api/v1/batch-results/{job_id}",
                  "/api/v1/batch-results/{job_id}/download"):
@@ -262,6 +270,54 @@ def test_job_lifecycle_answers_match_the_document(make_live, sandbox, image_serv
     listed = api.get(f"/api/v1/batch-jobs?{query}", sign=query)
     assert listed.status_code == 200 and len(listed.json()["jobs"]) == 2
     assert_documented(doc, "GET", "/api/v1/batch-jobs", listed)
+
+    assert_webhook_documented(doc, receiver.wait_for(1)[0])
+    deadline = time.monotonic() + 20
+    while deliveries(api, finished)[0]["status"] != "delivered":
+        assert time.monotonic() < deadline, "the webhook was not recorded as delivered"
+        time.sleep(0.1)
+    listing = api.get(f"/api/v1/batch-jobs/{finished}/webhook-deliveries", sign=finished)
+    assert_documented(doc, "GET", DELIVERIES, listing)
+    queued = redeliver(api, listing.json()["deliveries"][0]["id"])
+    assert queued.status_code == 202
+    assert_documented(doc, "POST", REDELIVER, queued)
+
+
+def assert_webhook_documented(doc: dict, received) -> None:
+    operation = doc["webhooks"]["batchJobFinished"]["post"]
+    for header in operation["parameters"]:
+        assert header["name"].lower() in received.headers, f"webhook lacks {header['name']}"
+    schema = operation["requestBody"]["content"]["application/json"]["schema"]
+    errors = list(schema_validator(doc, schema).iter_errors(received.json()))
+    assert not errors, f"webhook payload: {errors[0].message} at {list(errors[0].path)}"
+
+
+DELIVERIES = "/api/v1/batch-jobs/{job_id}/webhook-deliveries"
+REDELIVER = "/api/v1/webhook-deliveries/{delivery_id}/redeliver"
+
+
+def deliveries(api: Api, job_id: str) -> list[dict]:
+    answer = api.get(f"/api/v1/batch-jobs/{job_id}/webhook-deliveries", sign=job_id)
+    assert answer.status_code == 200, answer.text
+    return answer.json()["deliveries"]
+
+
+def redeliver(api: Api, delivery_id) -> requests.Response:
+    return api.http.post(f"{api.base}/api/v1/webhook-deliveries/{delivery_id}/redeliver", timeout=10,
+                         headers={"X-Signature": header_signature(str(delivery_id))})
+
+
+def test_delivery_route_errors_match_the_document(module_live, served_doc):
+    api = Api(module_live.url)
+    cases = [
+        (DELIVERIES, api.get("/api/v1/batch-jobs/no-such-job/webhook-deliveries", sign="no-such-job"), 404),
+        (DELIVERIES, api.get("/api/v1/batch-jobs/x/webhook-deliveries?limit=0", sign="x"), 400),
+        (DELIVERIES, api.get("/api/v1/batch-jobs/x/webhook-deliveries"), 401),
+        (REDELIVER, redeliver(api, "999999"), 404),
+    ]
+    for path, answer, status in cases:
+        assert answer.status_code == status, (path, answer.text)
+        assert_documented(served_doc, "POST" if path == REDELIVER else "GET", path, answer)
 
 
 def test_an_undocumented_status_fails_the_conformance_check(served_doc, module_live):

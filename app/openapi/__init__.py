@@ -10,7 +10,9 @@ from typing import Any
 from flask import Flask, current_app, jsonify
 
 from app.config import VERSION, Settings
-from app.openapi.paths import DOCUMENT_PATH, all_paths, headers, parameters, security_schemes, shared_responses, webhooks
+from app.openapi.paths import DOCUMENT_PATH, all_paths
+from app.openapi.responses import headers, parameters, security_schemes, shared_responses
+from app.openapi.webhooks import webhooks
 from app.openapi.schemas import all_schemas
 
 __all__ = ["DOCUMENT_PATH", "build_document", "document", "init_app"]
@@ -32,7 +34,7 @@ def build_document(s: Settings) -> dict[str, Any]:
         "tags": [
             {"name": "Generation", "description": "Submit lots."},
             {"name": "Jobs", "description": "Follow, read and cancel batch jobs."},
-            {"name": "Webhooks", "description": "Delivery records of job notifications."},
+            {"name": "Webhooks", "description": "The notification sent when a job ends, and its delivery records."},
             {"name": "Operations", "description": "Health, metrics and this document."},
         ],
         "paths": all_paths(s),

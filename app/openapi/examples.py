@@ -88,6 +88,23 @@ JOB_LIST = {
 }
 CANCELLED = {"job_id": EXAMPLE_JOB, "status": "cancelled", "cancelled_at": "2025-08-05T07:50:00Z",
              "message": "Job successfully cancelled"}
+DELIVERY = {
+    "id": 41, "batch_job_id": EXAMPLE_JOB, "webhook_url": "https://hooks.example.com/genservice",
+    "event": "batch_job_completed", "webhook_id": "msg_5f3c9a0e2b7d4c1e8a6f0b2d4e6a8c0e",
+    "chunk": {"index": 0, "count": 1}, "status": "failed", "attempt_count": 2, "max_attempts": 2,
+    "created_at": "2025-08-05T08:08:00Z", "next_attempt_at": None, "last_attempt_at": "2025-08-05T08:08:31Z",
+    "delivered_at": None, "last_status_code": 503, "error_message": "HTTP 503 (gave up after 2 attempts)",
+    "attempts": [
+        {"attempt": 1, "started_at": "2025-08-05T08:08:01Z", "duration_ms": 84, "status_code": 503,
+         "error": "HTTP 503", "response_excerpt": "upstream unavailable"},
+        {"attempt": 2, "started_at": "2025-08-05T08:08:31Z", "duration_ms": 77, "status_code": 503,
+         "error": "HTTP 503", "response_excerpt": "upstream unavailable"},
+    ],
+}
+REDELIVERY = {**DELIVERY, "status": "pending", "max_attempts": 7, "next_attempt_at": "2025-08-05T09:00:00Z",
+              "error_message": None}
+DELIVERY_LIST = {"job_id": EXAMPLE_JOB, "status": "completed", "deliveries": [DELIVERY],
+                 "pagination": {"limit": 100, "offset": 0, "total": 1, "has_more": False}}
 IMAGE_VALIDATION = {
     "valid_urls": ["https://photos.example.com/xc60-left.jpg"],
     "unreachable_urls": ["https://photos.example.com/gone.jpg"],

@@ -1,125 +1,19 @@
-"""``paths``, ``webhooks`` and the shared responses: one function per operation."""
+"""``paths``: one function per operation of the generation, job and operations routes."""
 from __future__ import annotations
 
 from typing import Any
 
 from app.config import Settings
-from app.openapi.examples import (BATCH_REQUEST, BATCH_RESULTS, CANCELLED, EXAMPLE_JOB, HEALTH, IMAGE_VALIDATION,
-                                  JOB_ACCEPTED, JOB_LIST, JOB_STATUS, NOT_READY, SUMMARY, SYNC_REQUEST, SYNC_RESULT,
-                                  WEBHOOK_PAYLOAD, error_example)
+from app.openapi.examples import (BATCH_REQUEST, BATCH_RESULTS, CANCELLED, HEALTH, IMAGE_VALIDATION, JOB_ACCEPTED,
+                                  JOB_LIST, JOB_STATUS, NOT_READY, SUMMARY, SYNC_REQUEST, SYNC_RESULT, error_example)
+from app.openapi.responses import (SIGNED, SIGNED_IN_BODY_OR_HEADER, error_response, json_body, polling_errors,
+                                   response, shared)
 from app.openapi.schemas import ref
+from app.openapi.webhooks import delivery_paths
 from database.models import JOB_STATUSES
 from services.jobs import MAX_OFFSET
 
 DOCUMENT_PATH = "/api/v1/openapi.json"
-
-
-# ---- components: responses, headers, security -------------------------------------------------
-
-def json_content(schema: dict[str, Any], examples: dict[str, Any]) -> dict[str, Any]:
-    return {"application/json": {"schema": schema, "examples": {name: {"value": value}
-                                                                 for name, value in examples.items()}}}
-
-
-def response(description: str, schema: dict[str, Any], examples: dict[str, Any],
-             headers: dict[str, Any] | None = None) -> dict[str, Any]:
-    answer: dict[str, Any] = {"description": description, "content": json_content(schema, examples)}
-    if headers:
-        answer["headers"] = headers
-    return answer
-
-
-def error_response(description: str, **examples: dict[str, Any]) -> dict[str, Any]:
-    return response(description, ref("Error"), examples)
-
-
-def shared_responses(s: Settings) -> dict[str, Any]:
-    limit = s.max_content_length
-    return {
-        "BadRequest": error_response(
-            "The body is not a JSON object, or a field or query parameter is malformed.",
-            invalid_json=error_example("INVALID_JSON", "Request body must be valid JSON", "Invalid request format"),
-            invalid_field=error_example("VALIDATION_ERROR", "lots[0].images must be a non-empty array of "
-                                        "{\"url\": ...} objects", "Invalid request", {"field": "lots[0].images"})),
-        "MissingSignature": error_response(
-            "No signature was sent.",
-            missing=error_example("MISSING_SIGNATURE", "Request signature is required (X-Signature header)",
-                                  "Authentication required")),
-        "InvalidSignature": error_response(
-            "The signature does not match the signed message under any current key.",
-            invalid=error_example("INVALID_SIGNATURE", "Invalid HMAC signature", "Authentication failed")),
-        "JobNotFound": error_response(
-            "No job has this id.",
-            not_found=error_example("JOB_NOT_FOUND", f"Job {EXAMPLE_JOB} not found", "Not found",
-                                    {"job_id": EXAMPLE_JOB})),
-        "PayloadTooLarge": error_response(
-            f"The body is larger than {limit:,} bytes, or a batch has more than {s.max_batch_size:,} lots.",
-            too_many_lots=error_example("BATCH_SIZE_EXCEEDED",
-                                        f"Batch size exceeds maximum limit of {s.max_batch_size:,} lots",
-                                        "Request too large",
-                                        {"provided_lots": s.max_batch_size + 1, "max_allowed": s.max_batch_size}),
-            body_too_large=error_example("PAYLOAD_TOO_LARGE", f"Request body exceeds the limit of {limit:,} bytes",
-                                         "Request too large", {"max_bytes": limit})),
-        "RateLimited": {
-            **error_response("Too many requests from this address in the current window.",
-                             limited=error_example("RATE_LIMITED", "Rate limit exceeded (10 per 1 minute); retry "
-                                                   "after the time in Retry-After", "Too many requests")),
-            "headers": {"Retry-After": {"$ref": "#/components/headers/Retry-After"}},
-        },
-        "InternalError": error_response(
-            "An unexpected failure; it is logged with the request id.",
-            internal=error_example("INTERNAL_ERROR", "The service failed to handle this request; it has been logged",
-                                   "Internal server error")),
-    }
-
-
-def security_schemes() -> dict[str, Any]:
-    return {"signature": {
-        "type": "apiKey", "in": "header", "name": "X-Signature",
-        "description": "`sha256=` followed by the hex HMAC-SHA256 of the signed message under SHARED_KEY "
-                       "(the prefix is optional). What is signed depends on the operation: the canonical JSON "
-                       "of `lots` for generate-descriptions, the job id for job routes, the raw query string "
-                       "for the job list and the raw body for image validation. A missing signature is "
-                       "answered with 401, a wrong one with 403.",
-    }}
-
-
-def headers() -> dict[str, Any]:
-    return {
-        "Retry-After": {"description": "Seconds to wait before retrying.", "schema": {"type": "integer"}},
-        "Content-Disposition": {"description": "`attachment; filename=\"batch_results_{job_id}.json\"`",
-                                "schema": {"type": "string"}},
-    }
-
-
-def parameters() -> dict[str, Any]:
-    return {"JobId": {
-        "name": "job_id", "in": "path", "required": True, "schema": {"type": "string"},
-        "description": "The id returned when the job was accepted; also the message to sign in X-Signature.",
-        "example": EXAMPLE_JOB,
-    }}
-
-
-# ---- paths ---------------------------------------------------------------------------------------
-
-SIGNED = [{"signature": []}]
-SIGNED_IN_BODY_OR_HEADER = [{"signature": []}, {}]
-
-
-def shared(name: str) -> dict[str, str]:
-    return {"$ref": f"#/components/responses/{name}"}
-
-
-def polling_errors(*, not_found: bool = True) -> dict[str, Any]:
-    errors = {"401": shared("MissingSignature"), "403": shared("InvalidSignature")}
-    if not_found:
-        errors["404"] = shared("JobNotFound")
-    errors.update({"429": shared("RateLimited"), "500": shared("InternalError")})
-    return errors
-
-
-def json_body(schema: dict[str, Any], examples: dict[str, Any]) -> dict[str, Any]:
-    return {"required": True, "content": json_content(schema, examples)}
 
 
 def generate_operation(s: Settings) -> dict[str, Any]:
@@ -324,30 +218,6 @@ def all_paths(s: Settings) -> dict[str, Any]:
         "/api/v1/batch-results/{job_id}/download": {"get": download_operation()},
         "/api/v1/batch-jobs": {"get": list_operation()},
         "/api/v1/batch-jobs/{job_id}/cancel": {"post": cancel_operation()},
+        **delivery_paths(),
         **operations_paths(),
     }
-
-
-def webhooks(s: Settings) -> dict[str, Any]:
-    return {"batchJobFinished": {"post": {
-        "operationId": "batchJobFinished", "tags": ["Webhooks"],
-        "summary": "Sent to each lot's webhook URL when its job ends",
-        "description": (
-            "One POST per distinct URL (split into chunks of at most "
-            f"{s.webhook_max_lots_per_delivery:,} lots). X-Signature is `sha256=` + hex HMAC-SHA256 of the raw "
-            "body under SHARED_KEY; the Standard Webhooks headers (`webhook-id`, `webhook-timestamp`, "
-            "`webhook-signature`) carry the same body signed as `{id}.{timestamp}.{body}`. Answer 200, 201 or "
-            f"202; anything else is retried up to {s.webhook_max_retries} attempts with exponential backoff."),
-        "parameters": [
-            {"name": name, "in": "header", "required": True, "schema": {"type": "string"}, "description": text}
-            for name, text in (
-                ("X-Signature", "sha256=<hex HMAC-SHA256 of the raw body>"),
-                ("X-Job-ID", "The job the notification is about."),
-                ("X-Delivery-Attempt", "1 for the first attempt, then 2, 3, ..."),
-                ("webhook-id", "Stable id of this delivery across retries."),
-                ("webhook-timestamp", "Unix time of this attempt."),
-                ("webhook-signature", "v1,<base64 HMAC-SHA256 of id.timestamp.body>"),
-            )],
-        "requestBody": json_body(ref("WebhookPayload"), {"completed": WEBHOOK_PAYLOAD}),
-        "responses": {"200": {"description": "Received; 201 and 202 count as delivered too."}},
-    }}}

@@ -229,6 +229,7 @@ def error_schemas() -> dict[str, Any]:
             "error_message": nullable("string"),
         }, ["status"])]},
         "JobNotCancellable": {"allOf": [ref("Error"), obj({"status": ref("JobStatusName")}, ["status"])]},
+        "DeliveryPending": {"allOf": [ref("Error"), obj({"status": {"const": "pending"}}, ["status"])]},
     }
 
 
@@ -274,12 +275,20 @@ def delivery_schemas() -> dict[str, Any]:
     }, ["attempt", "started_at", "status_code", "error"])
     return {
         "WebhookAttempt": attempt,
+        "WebhookDeliveryList": obj({
+            "job_id": STRING,
+            "status": ref("JobStatusName"),
+            "deliveries": array(ref("WebhookDelivery")),
+            "pagination": obj({"limit": COUNT, "offset": COUNT, "total": COUNT, "has_more": {"type": "boolean"}},
+                              ["limit", "offset", "total", "has_more"]),
+        }, ["job_id", "status", "deliveries", "pagination"]),
         "WebhookDelivery": obj({
             "id": {"type": "integer"},
             "batch_job_id": STRING,
             "webhook_url": STRING,
             "event": STRING,
-            "webhook_id": STRING,
+            "webhook_id": {"type": "string", "description": "The webhook-id header value; kept across retries "
+                                                            "and redeliveries."},
             "chunk": obj({"index": COUNT, "count": {"type": "integer", "minimum": 1}}, ["index", "count"]),
             "status": {"type": "string", "enum": ["pending", "delivered", "failed"]},
             "attempt_count": COUNT,

@@ -1,0 +1,112 @@
+"""Shared building blocks: responses, headers, parameters and the signature security scheme."""
+from __future__ import annotations
+
+from typing import Any
+
+from app.config import Settings
+from app.openapi.examples import EXAMPLE_JOB, error_example
+from app.openapi.schemas import ref
+
+SIGNED = [{"signature": []}]
+SIGNED_IN_BODY_OR_HEADER = [{"signature": []}, {}]
+
+
+def json_content(schema: dict[str, Any], examples: dict[str, Any]) -> dict[str, Any]:
+    return {"application/json": {"schema": schema, "examples": {name: {"value": value}
+                                                                 for name, value in examples.items()}}}
+
+
+def response(description: str, schema: dict[str, Any], examples: dict[str, Any],
+             headers: dict[str, Any] | None = None) -> dict[str, Any]:
+    answer: dict[str, Any] = {"description": description, "content": json_content(schema, examples)}
+    if headers:
+        answer["headers"] = headers
+    return answer
+
+
+def error_response(description: str, **examples: dict[str, Any]) -> dict[str, Any]:
+    return response(description, ref("Error"), examples)
+
+
+def shared_responses(s: Settings) -> dict[str, Any]:
+    limit = s.max_content_length
+    return {
+        "BadRequest": error_response(
+            "The body is not a JSON object, or a field or query parameter is malformed.",
+            invalid_json=error_example("INVALID_JSON", "Request body must be valid JSON", "Invalid request format"),
+            invalid_field=error_example("VALIDATION_ERROR", "lots[0].images must be a non-empty array of "
+                                        "{\"url\": ...} objects", "Invalid request", {"field": "lots[0].images"})),
+        "MissingSignature": error_response(
+            "No signature was sent.",
+            missing=error_example("MISSING_SIGNATURE", "Request signature is required (X-Signature header)",
+                                  "Authentication required")),
+        "InvalidSignature": error_response(
+            "The signature does not match the signed message under any current key.",
+            invalid=error_example("INVALID_SIGNATURE", "Invalid HMAC signature", "Authentication failed")),
+        "JobNotFound": error_response(
+            "No job has this id.",
+            not_found=error_example("JOB_NOT_FOUND", f"Job {EXAMPLE_JOB} not found", "Not found",
+                                    {"job_id": EXAMPLE_JOB})),
+        "PayloadTooLarge": error_response(
+            f"The body is larger than {limit:,} bytes, or a batch has more than {s.max_batch_size:,} lots.",
+            too_many_lots=error_example("BATCH_SIZE_EXCEEDED",
+                                        f"Batch size exceeds maximum limit of {s.max_batch_size:,} lots",
+                                        "Request too large",
+                                        {"provided_lots": s.max_batch_size + 1, "max_allowed": s.max_batch_size}),
+            body_too_large=error_example("PAYLOAD_TOO_LARGE", f"Request body exceeds the limit of {limit:,} bytes",
+                                         "Request too large", {"max_bytes": limit})),
+        "RateLimited": {
+            **error_response("Too many requests from this address in the current window.",
+                             limited=error_example("RATE_LIMITED", "Rate limit exceeded (10 per 1 minute); retry "
+                                                   "after the time in Retry-After", "Too many requests")),
+            "headers": {"Retry-After": {"$ref": "#/components/headers/Retry-After"}},
+        },
+        "InternalError": error_response(
+            "An unexpected failure; it is logged with the request id.",
+            internal=error_example("INTERNAL_ERROR", "The service failed to handle this request; it has been logged",
+                                   "Internal server error")),
+    }
+
+
+def security_schemes() -> dict[str, Any]:
+    return {"signature": {
+        "type": "apiKey", "in": "header", "name": "X-Signature",
+        "description": "`sha256=` followed by the hex HMAC-SHA256 of the signed message under SHARED_KEY "
+                       "(the prefix is optional). What is signed depends on the operation: the canonical JSON "
+                       "of `lots` for generate-descriptions, the job id for job routes, the delivery id for a "
+                       "redelivery, the raw query string "
+                       "for the job list and the raw body for image validation. A missing signature is "
+                       "answered with 401, a wrong one with 403.",
+    }}
+
+
+def headers() -> dict[str, Any]:
+    return {
+        "Retry-After": {"description": "Seconds to wait before retrying.", "schema": {"type": "integer"}},
+        "Content-Disposition": {"description": "`attachment; filename=\"batch_results_{job_id}.json\"`",
+                                "schema": {"type": "string"}},
+    }
+
+
+def parameters() -> dict[str, Any]:
+    return {"JobId": {
+        "name": "job_id", "in": "path", "required": True, "schema": {"type": "string"},
+        "description": "The id returned when the job was accepted; also the message to sign in X-Signature.",
+        "example": EXAMPLE_JOB,
+    }}
+
+
+def shared(name: str) -> dict[str, str]:
+    return {"$ref": f"#/components/responses/{name}"}
+
+
+def polling_errors(*, not_found: bool = True) -> dict[str, Any]:
+    errors = {"401": shared("MissingSignature"), "403": shared("InvalidSignature")}
+    if not_found:
+        errors["404"] = shared("JobNotFound")
+    errors.update({"429": shared("RateLimited"), "500": shared("InternalError")})
+    return errors
+
+
+def json_body(schema: dict[str, Any], examples: dict[str, Any]) -> dict[str, Any]:
+    return {"required": True, "content": json_content(schema, examples)}
