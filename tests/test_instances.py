@@ -19,8 +19,8 @@ import pytest
 
 from tests.conftest import PG_URL
 from tests.support.client import TEST_KEY, Api, lot
-from tests.support.processes import (ProcessSet, ServiceProcess, SandboxProcess, scratch_database, service_env,
-                                     start_gunicorn, start_sandbox, wait_for)
+from tests.support.processes import (ProcessSet, SandboxProcess, ServiceProcess, launch_gunicorn, scratch_database,
+                                     service_env, start_sandbox, wait_for)
 from tests.support.receiver import Received, WebhookReceiver
 
 JOBS = 20
@@ -108,7 +108,9 @@ def outcome(tmp_path_factory, image_server) -> Outcome:
             env = service_env(url, sandbox.url, workdir, TEST_KEY, WORKER_POLL_INTERVAL=0.5,
                               WEBHOOK_RETRY_BASE_SECONDS=0.5, WEBHOOK_TIMEOUT=5, IMAGE_TIMEOUT=3,
                               WORKER_LEASE_SECONDS=10)
-            instances = {name: start_gunicorn(procs, env, name=f"instance-{name}", workers=2) for name in "ab"}
+            instances = {name: launch_gunicorn(procs, env, name=f"instance-{name}", workers=2) for name in "ab"}
+            for process in instances.values():
+                process.wait_ready(timeout=60)
             apis = [Api(instances["a"].url), Api(instances["b"].url)]
             job_ids, lots_by_job = [], {}
             with LeaseWatcher(url) as leases:

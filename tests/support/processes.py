@@ -247,21 +247,32 @@ class ServiceProcess(ServerProcess):
     def worker_pids(self) -> list[int]:
         return self.children()
 
+    def wait_ready(self, timeout: float = 60.0) -> "ServiceProcess":
+        """Wait for the bound address, /health 200 and every worker process; returns self."""
+        match = self.wait_log(r"Listening at: (http://[\d.]+:\d+)", timeout)
+        self.url = match.group(1)
+        self.wait_http(f"{self.url}/health", timeout)
+        wait_for(lambda: len(self.worker_pids()) >= self.workers, timeout, f"{self.workers} workers of {self.name}")
+        return self
 
-def start_gunicorn(procs: ProcessSet, env: Mapping[str, str], name: str = "gunicorn", workers: int = 2,
-                   timeout: float = 60.0) -> ServiceProcess:
-    """Start gunicorn with ``workers`` workers on 127.0.0.1:<port it picks>; returns once /health is 200."""
+
+def launch_gunicorn(procs: ProcessSet, env: Mapping[str, str], name: str = "gunicorn",
+                    workers: int = 2) -> ServiceProcess:
+    """Start gunicorn with ``workers`` workers on 127.0.0.1:<port it picks> without waiting for it
+    (start several, then ``wait_ready()`` each: they boot in parallel)."""
     env = dict(env, GUNICORN_WORKERS=str(workers), GUNICORN_BIND=f"{HOST}:0")
     argv = [GUNICORN, "-c", "gunicorn.conf.py", *_control_socket_args(os.path.join(procs.log_dir, f"{name}.ctl")),
             "main:app"]
     process = ServiceProcess(name, argv, env, procs.log_dir)
     process.workers = workers
     procs.add(process).start()
-    match = process.wait_log(r"Listening at: (http://[\d.]+:\d+)", timeout)
-    process.url = match.group(1)
-    process.wait_http(f"{process.url}/health", timeout)
-    wait_for(lambda: len(process.worker_pids()) >= workers, timeout, f"{workers} workers of {name}")
     return process
+
+
+def start_gunicorn(procs: ProcessSet, env: Mapping[str, str], name: str = "gunicorn", workers: int = 2,
+                   timeout: float = 60.0) -> ServiceProcess:
+    """Start gunicorn and return once it serves (/health 200) with all its workers."""
+    return launch_gunicorn(procs, env, name, workers).wait_ready(timeout)
 
 
 def _control_socket_args(path: str) -> list[str]:
