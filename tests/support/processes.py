@@ -150,13 +150,18 @@ class ServerProcess:
         except OSError:
             return []
 
+    def terminate(self) -> None:
+        """SIGTERM to the whole group, without waiting."""
+        if self.proc is not None and self.proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(self.pid, signal.SIGTERM)
+
     def stop(self, timeout: float = 15.0) -> None:
         """SIGTERM to the group, then SIGKILL to whatever is left of it (workers outliving their master)."""
         if self.proc is None:
             return
         if self.proc.poll() is None:
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(self.pid, signal.SIGTERM)
+            self.terminate()
             with contextlib.suppress(subprocess.TimeoutExpired):
                 self.proc.wait(timeout)
         with contextlib.suppress(ProcessLookupError, PermissionError):
@@ -182,8 +187,11 @@ class ProcessSet:
         return self.add(ServerProcess(name, argv, env, self.log_dir)).start()
 
     def stop_all(self) -> None:
+        """Ask every process to stop at once (they shut down in parallel), then make sure each has."""
         with self._lock:
             processes, self.processes = self.processes[::-1], []
+        for process in processes:
+            process.terminate()
         for process in processes:
             process.stop()
 
