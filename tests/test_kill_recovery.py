@@ -144,7 +144,7 @@ def harness(stack, image_server):
 
 def test_kill_9_in_each_stage_then_restart(harness, image_server):
     # one slow photo per lot keeps the job in its photo checks long enough to be killed there
-    lots = [lot(f"stage-{i}", [image_server.url(f"/slow/1.5/kill-img-{i}.jpg"), image_server.url(f"/img/kill-{i}.jpg")])
+    lots = [lot(f"stage-{i}", [image_server.url(f"/slow/1/kill-img-{i}.jpg"), image_server.url(f"/img/kill-{i}.jpg")])
             for i in range(3)]
     service = harness.start()
     job_id = harness.submit(service, lots)
@@ -186,10 +186,6 @@ def test_crash_at_each_recorded_step_then_restart(harness, image_server):
     harness.wait_crash(harness.start(crash_after="vision_lines_applied"))
     assert harness.shard_states(job_id, "vision")[0][0] == "submitted"  # answers stored, shard not yet closed
     assert stats()["batches_created"] == 1  # the batch was found again by its metadata
-
-    harness.wait_crash(harness.start(crash_after="translation_batch_created"))
-    assert [s.batch_id for s in shards(harness.db, job_id, "translation")] == [None]
-    assert stats()["batches_created"] == 2
 
     status = harness.assert_recovered(harness.start(), job_id, lots)
     for kind in ("vision", "translation"):
