@@ -527,6 +527,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"genservice {args.command}: cannot reach {getattr(args, 'url', 'the service')}: {exc}",
               file=sys.stderr)
         return 1
+    except BrokenPipeError:
+        # the reader (e.g. `| head`) went away: say nothing more, and keep Python from complaining at exit
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
 
 
 if __name__ == "__main__":
