@@ -18,8 +18,7 @@ from database.models import JOB_ACTIVE, JOB_STATUSES, BatchJob, BatchLot
 from services.clock import iso, parse_iso, utcnow
 from services.errors import ServiceError
 from services.lots import GenerateRequest
-
-MAX_OFFSET = 10_000_000
+from services.params import page_params
 
 STAGE_NAMES = {
     "queued": "queued",
@@ -205,19 +204,6 @@ def job_not_found(job_id: str) -> ServiceError:
 
 def parse_list_filters(args) -> dict[str, Any]:
     """Query parameters of GET /batch-jobs, checked; 400 names the parameter that is wrong."""
-    def number(name: str, default: int, low: int, high: int | None) -> int:
-        raw = args.get(name)
-        if raw is None or raw == "":
-            return default
-        try:
-            value = int(raw)
-        except ValueError:
-            raise ServiceError(400, "VALIDATION_ERROR", f"'{name}' must be an integer", {"field": name}) from None
-        if value < low or (high is not None and value > high):
-            bound = f"between {low} and {high}" if high is not None else f"at least {low}"
-            raise ServiceError(400, "VALIDATION_ERROR", f"'{name}' must be {bound}", {"field": name})
-        return value
-
     def moment(name: str) -> datetime | None:
         raw = args.get(name)
         if not raw:
@@ -232,7 +218,7 @@ def parse_list_filters(args) -> dict[str, Any]:
     if status is not None and status not in JOB_STATUSES:
         raise ServiceError(400, "VALIDATION_ERROR", f"'status' must be one of {', '.join(JOB_STATUSES)}",
                            {"field": "status"})
-    return {"status": status, "limit": number("limit", 10, 1, 100), "offset": number("offset", 0, 0, MAX_OFFSET),
+    return {"status": status, **page_params(args, 10, 100),
             "created_after": moment("created_after"), "created_before": moment("created_before")}
 
 
@@ -265,10 +251,23 @@ def fail_unfinished_lots(session: Session, job_id: str, reason: str) -> int:
                                                     BatchLot.status.not_in(("completed", "failed")))
                              .values(status="failed", error_message=reason, processed_at=utcnow())
                              .execution_options(synchronize_session=False))
-    if result.rowcount:
-        session.execute(update(BatchJob).where(BatchJob.id == job_id)
-                        .values(failed_lots=BatchJob.failed_lots + result.rowcount))
     return result.rowcount
+
+
+def lot_counts(session: Session, job_id: str) -> dict[str, int]:
+    rows = session.execute(select(BatchLot.status, func.count()).where(BatchLot.job_id == job_id)
+                           .group_by(BatchLot.status)).all()
+    return {status: count for status, count in rows}
+
+
+def final_counters(session: Session, job_id: str) -> dict[str, Any]:
+    """The counts an ended job keeps: every lot is completed or failed by then."""
+    counts = lot_counts(session, job_id)
+    images = session.scalar(select(func.coalesce(func.sum(BatchLot.processed_images), 0))
+                            .where(BatchLot.job_id == job_id)) or 0
+    return {"processed_lots": counts.get("completed", 0), "failed_lots": counts.get("failed", 0),
+            "translated_lots": counts.get("completed", 0), "total_images_processed": int(images),
+            "updated_at": utcnow()}
 
 
 def cancel_job(db: Database, job_id: str, on_final=None) -> dict[str, Any]:
@@ -294,6 +293,7 @@ def cancel_job(db: Database, job_id: str, on_final=None) -> dict[str, Any]:
             status="cancelled", stage="cancelling", cancelled_at=now, completed_at=now, updated_at=now, next_run_at=now,
             error_message="Cancelled by the client"))
         fail_unfinished_lots(session, job.id, "Job cancelled before this lot was finished")
+        session.execute(update(BatchJob).where(BatchJob.id == job.id).values(**final_counters(session, job.id)))
         session.flush()
         session.refresh(job)
         if on_final is not None:

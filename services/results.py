@@ -58,34 +58,32 @@ def lot_view(lot: BatchLot, languages: list[str], texts: dict[str, str]) -> dict
     return view
 
 
-def iter_lot_views(db: Database, job: BatchJob, webhook_url: str | None = None, start: int = 0,
+def iter_lot_views(db: Database, job: BatchJob, condition=None, first_seq: int = 0,
                    limit: int | None = None) -> Iterator[dict[str, Any]]:
-    """Lots in request order (optionally only one webhook URL's, from its ``start``-th), with their texts."""
-    last_seq = -1
-    skipped = 0
-    produced = 0
-    while limit is None or produced < limit:
+    """Lots of ``job`` in request order from ``first_seq`` (at most ``limit``, only those matching
+    ``condition`` when given), with their texts, read a page at a time by index seeks."""
+    where = BatchLot.job_id == job.id if condition is None else (BatchLot.job_id == job.id) & condition
+    after = first_seq - 1
+    left = limit
+    while left is None or left > 0:
+        page = PAGE if left is None else min(PAGE, left)
         with db.session() as session:
-            query = select(BatchLot).where(BatchLot.job_id == job.id, BatchLot.seq > last_seq)
-            if webhook_url is not None:
-                query = query.where(BatchLot.webhook_url == webhook_url)
-            lots = session.scalars(query.order_by(BatchLot.seq).limit(PAGE)).all()
+            lots = session.scalars(select(BatchLot).where(where, BatchLot.seq > after)
+                                   .order_by(BatchLot.seq).limit(page)).all()
             if not lots:
                 return
-            texts: dict[int, dict[str, str]] = {}
             rows = session.execute(select(BatchResult.lot_pk, BatchResult.language, BatchResult.damages)
                                    .where(BatchResult.lot_pk.in_([lot.id for lot in lots]))).all()
+        texts: dict[int, dict[str, str]] = {}
         for lot_pk, language, damages in rows:
             texts.setdefault(lot_pk, {})[language] = damages
         for lot in lots:
-            last_seq = lot.seq
-            if skipped < start:
-                skipped += 1
-                continue
-            if limit is not None and produced >= limit:
-                return
-            produced += 1
             yield lot_view(lot, job.languages, texts.get(lot.id, {}))
+        if len(lots) < page:
+            return
+        after = lots[-1].seq
+        if left is not None:
+            left -= len(lots)
 
 
 def results_head(job: BatchJob) -> dict[str, Any]:

@@ -27,13 +27,14 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from database import Database
-from database.models import BatchJob, BatchLot, BatchResult, WebhookAttempt, WebhookDelivery
+from database.models import BatchJob, BatchLot, WebhookAttempt, WebhookDelivery
 from services import signing
 from services.clock import iso, utcnow
 from services.errors import ServiceError
-from services.jobs import MAX_OFFSET, get_job
+from services.jobs import get_job
+from services.params import page_params
 from services.netguard import blocked_reason
-from services.results import PAGE, lot_view, summary
+from services.results import iter_lot_views, summary
 
 USER_AGENT = "Generation-Service/2.0"
 SUCCESS_CODES = (200, 201, 202)
@@ -106,43 +107,19 @@ def chunk_lot_views(db: Database, job: BatchJob, delivery: WebhookDelivery) -> I
     The chunk's first lot is found by an index seek, so chunk 49 of a 50,000-lot job does not read
     the 49,000 lots before it.
     """
-    of_url = (BatchLot.job_id == job.id) & (BatchLot.webhook_url == delivery.webhook_url)
+    of_url = BatchLot.webhook_url == delivery.webhook_url
     if delivery.chunk_count <= 1:
-        yield from _lot_views_from(db, job, of_url, 0, None)
+        yield from iter_lot_views(db, job, of_url)
         return
     with db.session() as session:
-        total = session.scalar(select(func.count()).select_from(BatchLot).where(of_url)) or 0
+        mine = (BatchLot.job_id == job.id) & of_url
+        total = session.scalar(select(func.count()).select_from(BatchLot).where(mine)) or 0
         size = math.ceil(total / max(1, delivery.chunk_count))
-        first = session.scalar(select(BatchLot.seq).where(of_url).order_by(BatchLot.seq)
+        first = session.scalar(select(BatchLot.seq).where(mine).order_by(BatchLot.seq)
                                .offset(delivery.chunk_index * size).limit(1))
     if first is None:
         return
-    yield from _lot_views_from(db, job, of_url, first, size)
-
-
-def _lot_views_from(db: Database, job: BatchJob, condition, first_seq: int,
-                    limit: int | None) -> Iterator[dict[str, Any]]:
-    after = first_seq - 1
-    left = limit
-    while left is None or left > 0:
-        page = PAGE if left is None else min(PAGE, left)
-        with db.session() as session:
-            lots = session.scalars(select(BatchLot).where(condition, BatchLot.seq > after)
-                                   .order_by(BatchLot.seq).limit(page)).all()
-            if not lots:
-                return
-            rows = session.execute(select(BatchResult.lot_pk, BatchResult.language, BatchResult.damages)
-                                   .where(BatchResult.lot_pk.in_([lot.id for lot in lots]))).all()
-        texts: dict[int, dict[str, str]] = {}
-        for lot_pk, language, damages in rows:
-            texts.setdefault(lot_pk, {})[language] = damages
-        for lot in lots:
-            yield lot_view(lot, job.languages, texts.get(lot.id, {}))
-        if len(lots) < page:
-            return
-        after = lots[-1].seq
-        if left is not None:
-            left -= len(lots)
+    yield from iter_lot_views(db, job, of_url, first, size)
 
 
 def signed_headers(keys: tuple[str, ...], body: bytes, delivery: WebhookDelivery, attempt: int,
@@ -275,22 +252,8 @@ def delivery_view(delivery: WebhookDelivery, attempts: list[WebhookAttempt]) -> 
 
 
 def parse_page(args) -> dict[str, int]:
-    """``limit`` and ``offset`` of a delivery listing; 400 names the parameter that is wrong."""
-    def number(name: str, default: int, low: int, high: int) -> int:
-        raw = args.get(name)
-        if raw is None or raw == "":
-            return default
-        try:
-            value = int(raw)
-        except ValueError:
-            raise ServiceError(400, "VALIDATION_ERROR", f"'{name}' must be an integer", {"field": name}) from None
-        if value < low or value > high:
-            raise ServiceError(400, "VALIDATION_ERROR", f"'{name}' must be between {low} and {high}",
-                               {"field": name})
-        return value
-
-    return {"limit": number("limit", LIST_LIMIT_DEFAULT, 1, LIST_LIMIT_MAX),
-            "offset": number("offset", 0, 0, MAX_OFFSET)}
+    """``limit`` and ``offset`` of a delivery listing."""
+    return page_params(args, LIST_LIMIT_DEFAULT, LIST_LIMIT_MAX)
 
 
 def job_deliveries(db: Database, job_id: str, limit: int = LIST_LIMIT_DEFAULT, offset: int = 0) -> dict[str, Any]:

@@ -78,6 +78,9 @@ def test_cancel_while_processing_cancels_openai_batch(make_live, image_server, s
     while client.batches.retrieve(batch_id).status not in ("cancelling", "cancelled"):
         assert time.monotonic() < deadline, "the OpenAI batch was not cancelled"
         time.sleep(0.1)
+    progress = api.status(job_id).json()["progress"]
+    assert progress["processed_lots"] + progress["failed_lots"] == progress["total_lots"] == 3
+    assert progress["failed_lots"] == 3, "a cancelled lot was counted as both processed and failed"
     again = api.cancel(job_id)
     assert again.status_code == 400
     assert again.json()["error"] == "Job cannot be cancelled" and again.json()["status"] == "cancelled"
@@ -130,3 +133,21 @@ def test_list_rejects_an_offset_beyond_any_database_integer(api: Api):
     query = "offset=566311281311543157330018304"
     answer = api.get(f"/api/v1/batch-jobs?{query}", sign=query)
     assert answer.status_code == 400 and answer.json()["details"]["field"] == "offset"
+
+
+def test_cancel_during_translation_counts_each_lot_once(make_live, image_server):
+    """A lot with its English text but no translation is failed by the cancel, not also 'processed'."""
+    live = make_live(WORKER_ENABLED="false")
+    api = Api(live.url)
+    job_id = api.generate(_lots(image_server, 3), languages=["en", "de"]).json()["job_id"]
+    runtime = live.app.extensions["genservice"]
+    from sqlalchemy import update
+
+    from database.models import BatchJob, BatchLot
+    with runtime.db.transaction() as session:
+        session.execute(update(BatchLot).where(BatchLot.job_id == job_id).values(status="described"))
+        session.execute(update(BatchJob).where(BatchJob.id == job_id)
+                        .values(status="translating", stage="translation", processed_lots=3))
+    assert api.cancel(job_id).status_code == 200
+    progress = api.status(job_id).json()["progress"]
+    assert (progress["processed_lots"], progress["failed_lots"]) == (0, 3)

@@ -20,7 +20,7 @@ from database.models.openai_batches import SHARD_OPEN
 from services import webhooks
 from services.clock import utcnow
 from services.images import required_images
-from services.jobs import fail_unfinished_lots
+from services.jobs import fail_unfinished_lots, final_counters, lot_counts
 from services.openai_client import Usage
 from workers import faults, leases
 from workers.direct import DirectRunner
@@ -198,7 +198,7 @@ class JobRunner:
 
     def stage_finalizing(self, job: BatchJob) -> float | None:
         with self.db.session() as session:
-            counts = self._counts(session, job)
+            counts = lot_counts(session, job.id)
         status = "completed" if counts.get("completed") else "failed"
         self.finish(job, status, None if status == "completed" else "No lot could be processed; see each lot's error")
         return 0.0
@@ -241,15 +241,11 @@ class JobRunner:
         return 0.0
 
     # ---- counters ----------------------------------------------------------------------------
-    @staticmethod
-    def _counts(session, job: BatchJob) -> dict[str, int]:
-        rows = session.execute(select(BatchLot.status, func.count()).where(BatchLot.job_id == job.id)
-                               .group_by(BatchLot.status)).all()
-        return {status: count for status, count in rows}
-
     def _counters(self, session, job: BatchJob, final: bool) -> dict:
         """The job's counters computed from its lots (the status endpoint only ever reads the job row)."""
-        counts = self._counts(session, job)
+        if final:
+            return final_counters(session, job.id)
+        counts = lot_counts(session, job.id)
         completed = counts.get("completed", 0)
         described = counts.get("described", 0)
         failed = counts.get("failed", 0)
@@ -258,9 +254,6 @@ class JobRunner:
         images = session.scalar(select(func.coalesce(func.sum(BatchLot.processed_images), 0))
                                 .where(BatchLot.job_id == job.id)) or 0
         values["total_images_processed"] = int(images)
-        if final:
-            values["processed_lots"] = completed
-            return values
         inflight = session.scalar(select(func.coalesce(func.sum(OpenAIBatch.completed_count), 0)).where(
             OpenAIBatch.job_id == job.id, OpenAIBatch.kind == "vision", OpenAIBatch.status.in_(SHARD_OPEN))) or 0
         values["processed_lots"] = min(job.total_lots - failed, values["processed_lots"] + int(inflight))

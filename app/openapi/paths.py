@@ -11,7 +11,7 @@ from app.openapi.responses import (SIGNED, SIGNED_IN_BODY_OR_HEADER, error_respo
 from app.openapi.schemas import ref
 from app.openapi.webhooks import delivery_paths
 from database.models import JOB_STATUSES
-from services.jobs import MAX_OFFSET
+from services.params import MAX_OFFSET
 
 DOCUMENT_PATH = "/api/v1/openapi.json"
 

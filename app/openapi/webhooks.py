@@ -7,7 +7,7 @@ from app.config import Settings
 from app.openapi.examples import DELIVERY_LIST, REDELIVERY, WEBHOOK_PAYLOAD, error_example
 from app.openapi.responses import SIGNED, json_body, polling_errors, response, shared
 from app.openapi.schemas import ref
-from services.jobs import MAX_OFFSET
+from services.params import MAX_OFFSET
 from services.webhooks import LIST_LIMIT_DEFAULT, LIST_LIMIT_MAX
 
 
