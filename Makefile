@@ -13,9 +13,12 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
-# a local development run: photos and webhooks may use loopback URLs (examples/serve_images.py)
+# a local development run: demo photos on 127.0.0.1:8088 (examples/serve_images.py), loopback photo and
+# webhook URLs allowed, OpenAI batches polled every 2 s
 run: install
-	ALLOW_PRIVATE_URLS=$${ALLOW_PRIVATE_URLS:-true} $(BIN)/python main.py
+	@$(BIN)/python examples/serve_images.py --quiet & trap 'kill $$! 2>/dev/null' EXIT INT TERM; \
+	ALLOW_PRIVATE_URLS=$${ALLOW_PRIVATE_URLS:-true} WORKER_POLL_INTERVAL=$${WORKER_POLL_INTERVAL:-2} \
+	  $(BIN)/python main.py
 
 test: install
 	$(BIN)/python -m pytest -q -p no:cacheprovider

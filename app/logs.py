@@ -45,7 +45,7 @@ def configure(level: str, fmt: str) -> None:
         handler.setFormatter(JsonFormatter())
     else:
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s [%(request_id)s] %(name)s: %(message)s"))
-    for noisy in ("httpx", "httpcore", "openai", "werkzeug"):
+    for noisy in ("httpx", "httpx2", "httpcore", "openai", "werkzeug"):
         logging.getLogger(noisy).setLevel(max(logging.WARNING, logging.getLevelName(level)))
 
 

@@ -142,6 +142,11 @@ def car_photo(name: str) -> bytes:
 
 class Handler(BaseHTTPRequestHandler):
     server_version = "example-images/1.0"
+    quiet = False
+
+    def log_message(self, format: str, *args) -> None:
+        if not self.quiet:
+            super().log_message(format, *args)
 
     def do_HEAD(self) -> None:
         self.answer(head=True)
@@ -170,8 +175,13 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8088)
+    parser.add_argument("--quiet", action="store_true", help="do not log each request")
     args = parser.parse_args(argv)
-    server = ThreadingHTTPServer((args.host, args.port), Handler)
+    Handler.quiet = args.quiet
+    try:
+        server = ThreadingHTTPServer((args.host, args.port), Handler)
+    except OSError as exc:
+        raise SystemExit(f"demo photos not served: {args.host}:{args.port} is not free ({exc.strerror})") from None
     print(f"serving car photos on http://{args.host}:{server.server_port}/cars/<any-name>.jpg (Ctrl-C stops)",
           flush=True)
     try:

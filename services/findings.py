@@ -181,7 +181,7 @@ def render_html(report: dict[str, Any]) -> str:
         parts.append(f"<p>{html.escape(summary)}.</p>")
         items = []
         for f in findings:
-            where = _label(f["part"]) if f["side"] == "center" else f"{f['side']} {_label(f['part'])}"
+            where = f"{f['side']} {_label(f['part'])}" if f["side"] in ("left", "right") else _label(f["part"])
             text = f"{f['severity']} {_label(f['damage_type'])}"
             note = f" {f['note']}" if f["note"] else ""
             items.append(f"<li><strong>{html.escape(where.capitalize())}</strong>: "

@@ -147,3 +147,10 @@ def test_batch_results_carry_findings(api: Api, image_server):
         assert all(field in item for field in NEW_FIELDS)
         for description in item["descriptions"]:
             assert description["damages"].count("<li>") == len(item["findings"])
+
+
+def test_rendered_location_names_a_side_only_for_left_and_right():
+    report, _ = normalize(answer([finding(part="rear_bumper", side="rear"), finding(part="front_door", side="left")]),
+                          [0])
+    html = render_html(report)
+    assert "<strong>Rear bumper</strong>" in html and "<strong>Left front door</strong>" in html

@@ -26,7 +26,9 @@ NOTES = {
     "other": "Damage of another kind.",
 }
 SIDELESS = {"front_bumper": "front", "rear_bumper": "rear", "hood": "front", "roof": "center", "trunk_lid": "rear",
-            "tailgate": "rear", "windshield": "front", "rear_window": "rear", "grille": "front", "sunroof": "center"}
+            "tailgate": "rear", "windshield": "front", "rear_window": "rear", "grille": "front", "sunroof": "center",
+            "engine_bay": "front", "undercarriage": "center", "license_plate": "rear", "dashboard": "center",
+            "steering_wheel": "center", "airbag": "center", "seat": "center", "interior_trim": "center"}
 AUCTION = {"front": "front_end", "rear": "rear_end", "left": "left_side", "right": "right_side", "center": "roof"}
 
 
