@@ -14,8 +14,10 @@ rate limits off so the clients measure the service, not the limiter).
    answers their batches in about a second). The worker heartbeats' age is sampled meanwhile.
 3. With load, once per --think-ms value (default 0 and 1000): --clients clients poll the big job's
    status for --duration seconds, signed with the spec's X-Signature, each on a keep-alive
-   connection, back to back (0: the service's saturation) or pausing that many ms after each
-   answer (1000: about one poll a second per client); wrk does it when installed
+   connection, back to back (0: the service's saturation) or pausing after each answer for a
+   random time averaging that many ms (1000: about one poll a second per client; exponential
+   pauses, so the clients do not poll in lockstep, cut at 4 s, within gunicorn's keep-alive);
+   wrk does it when installed
    (apt-get install wrk), else a Python thread per client. The same probe jobs run meanwhile.
 
 A worker that the polling slowed down shows as slower probe jobs and older heartbeats under load.
@@ -30,6 +32,7 @@ import argparse
 import http.client
 import json
 import os
+import random
 import shutil
 import subprocess
 import sys
@@ -45,12 +48,18 @@ import harness
 from harness import SandboxOptions, median, note
 
 LANGUAGES = ["en", "de"]
+MAX_PAUSE_MS = 4000  # below gunicorn's keep-alive (5 s): a client never reuses a connection the server closed
 WRK_SCRIPT = """
 wrk.method = "GET"
 wrk.headers["X-Signature"] = "%(signature)s"
 local think = %(think_ms)d
+init = function(args)
+  math.randomseed(os.time() * 1000 + math.floor(os.clock() * 1e6) %% 1000)
+end
 if think > 0 then
-  delay = function() return think end
+  -- independent clients: exponential pauses with this mean, so the clients do not poll in lockstep,
+  -- cut at 4 s so that no client sends on a connection gunicorn closed (its keep-alive is 5 s)
+  delay = function() return math.min(%(max_pause_ms)d, math.floor(-math.log(1 - math.random()) * think)) end
 end
 done = function(summary, latency, requests)
   local e = summary.errors
@@ -76,6 +85,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--photos", type=int, default=1, help="photo URLs per lot of the big job (default 1)")
     parser.add_argument("--probes", type=int, default=3, help="probe jobs without load (default 3)")
     parser.add_argument("--probe-lots", type=int, default=200, help="lots per probe job (default 200)")
+    parser.add_argument("--no-probes-under-load", dest="probes_under_load", action="store_false",
+                        help="poll without running probe jobs meanwhile (latency of polling alone)")
     parser.add_argument("--workers", type=int, default=None,
                         help="GUNICORN_WORKERS (default: unset, gunicorn.conf.py picks min(4, 2 x CPUs))")
     parser.add_argument("--target-p99-ms", type=float, default=50.0)
@@ -196,7 +207,7 @@ def run_probe(http, service: str, readings: Readings, image_base: str, name: str
 
 def wrk_load(url: str, signature: str, clients: int, duration: float, think_ms: int) -> dict:
     with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as script:
-        script.write(WRK_SCRIPT % {"signature": signature, "think_ms": think_ms})
+        script.write(WRK_SCRIPT % {"signature": signature, "think_ms": think_ms, "max_pause_ms": MAX_PAUSE_MS})
     try:
         threads = max(1, min(clients, os.cpu_count() or 1))
         out = subprocess.run(["wrk", "-t", str(threads), "-c", str(clients), "-d", f"{duration:g}s", "--timeout",
@@ -222,6 +233,7 @@ def python_load(url: str, signature: str, clients: int, duration: float, think_m
     deadline = [0.0]
 
     def client(index: int) -> None:
+        rng = random.Random(index)
         conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=10)
         mine = latencies[index]
         start_gate.wait()
@@ -240,7 +252,7 @@ def python_load(url: str, signature: str, clients: int, duration: float, think_m
                 continue
             mine.append((time.perf_counter() - began) * 1000)
             if think_ms:
-                time.sleep(think_ms / 1000)
+                time.sleep(min(MAX_PAUSE_MS, rng.expovariate(1 / think_ms)) / 1000)
         conn.close()
 
     threads = [threading.Thread(target=client, args=(i,), daemon=True) for i in range(clients)]
@@ -327,7 +339,7 @@ def main(argv=None) -> int:
             phases = []
             for think_ms in args.think_ms:
                 note(f"{tool}: {args.clients} clients polling {url} for {args.duration:g} s, "
-                     f"{think_ms} ms between a client's requests")
+                     f"pausing {think_ms} ms on average between a client's requests")
                 outcome: dict = {}
                 runner = threading.Thread(target=lambda: outcome.update(
                     load(url, signature, args.clients, args.duration, think_ms)), daemon=True)
@@ -337,7 +349,8 @@ def main(argv=None) -> int:
                 runner.start()
                 with HeartbeatSampler(readings) as beats:
                     time.sleep(min(2.0, args.duration / 10))  # let the clients connect first
-                    probes = probes_while(lambda need: time.monotonic() - load_started + need < args.duration,
+                    probes = probes_while(lambda need: args.probes_under_load and
+                                          time.monotonic() - load_started + need < args.duration,
                                           http, stack, readings, f"busy{think_ms}-", args.probe_lots, None, spare)
                     runner.join(args.duration + 90)
                 if not outcome:
@@ -361,7 +374,7 @@ def main(argv=None) -> int:
 
     rows = [["no polling", "-", "-", "-", "-", "-", "-", "-", "-", *probe_cells(idle, idle_beats), f"{idle_load:.1f}"]]
     for think_ms, outcome, probes, beats in phases:
-        pace = "back to back" if not think_ms else f"{think_ms} ms apart"
+        pace = "back to back" if not think_ms else f"pausing {think_ms} ms on average"
         met = "met" if outcome["p99"] <= args.target_p99_ms else "missed"
         rows.append([f"{args.clients} clients, {pace} ({outcome['tool']})", f"{outcome['requests']:,}",
                      f"{outcome['requests'] / outcome['seconds']:,.0f}", f"{outcome['p50']:.1f}",
