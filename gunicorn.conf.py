@@ -16,6 +16,9 @@ timeout = 300
 graceful_timeout = 30
 keepalive = 5
 preload_app = False
+# one control socket per instance: the default path is shared by every gunicorn of the host user
+control_socket = os.environ.get("GUNICORN_CONTROL_SOCKET") or os.path.join(
+    tempfile.gettempdir(), f"genservice-gunicorn-{bind.replace(':', '-').replace('/', '_')}.ctl")
 accesslog = None
 errorlog = "-"
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 import logging
 
 from flask import Flask, Response, jsonify, request
+from sqlalchemy.exc import OperationalError
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
 from services.errors import TITLES, ServiceError
@@ -51,6 +52,12 @@ def _http_error(exc: HTTPException) -> Response:
     return error_response(status, HTTP_CODES.get(status, "HTTP_ERROR"), message, headers=headers)
 
 
+def _database_unavailable(exc: OperationalError) -> Response:
+    log.warning("database unavailable on %s %s: %s", request.method, request.path, type(exc.orig).__name__)
+    return error_response(503, "SERVICE_UNAVAILABLE", "The database is unreachable; retry shortly",
+                          headers={"Retry-After": "5"})
+
+
 def _unexpected(exc: Exception) -> Response:
     log.exception("unhandled error on %s %s", request.method, request.path)
     return error_response(500, "INTERNAL_ERROR", "The service failed to handle this request; it has been logged")
@@ -59,4 +66,5 @@ def _unexpected(exc: Exception) -> Response:
 def register_error_handlers(app: Flask) -> None:
     app.register_error_handler(ServiceError, service_error_response)
     app.register_error_handler(HTTPException, _http_error)
+    app.register_error_handler(OperationalError, _database_unavailable)
     app.register_error_handler(Exception, _unexpected)

@@ -244,7 +244,8 @@ def test_job_survives_the_database_going_away_for_a_few_seconds(db_proxy, make_l
     cut_at = time.monotonic()
     wait_for(lambda: http_status(f"{live.url}/health") == 503, 10, "/health to report the database down")
     during = api.status(job_id)
-    assert during.status_code >= 500 and during.headers["Content-Type"].startswith("application/json")
+    assert during.status_code == 503 and during.headers["Content-Type"].startswith("application/json")
+    assert during.json()["code"] == "SERVICE_UNAVAILABLE" and int(during.headers["Retry-After"]) > 0
     assert during.json()["code"] and "Traceback" not in during.text
     seen = set()
     while time.monotonic() - cut_at < 3.0:  # the outage lasts about three seconds

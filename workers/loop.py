@@ -94,6 +94,7 @@ class Worker:
         while not self._stop.is_set():
             started = 0
             try:
+                self._beat()
                 started = self.webhooks.dispatch_due()
             except Exception:
                 log.exception("Background worker: webhook loop iteration failed")
