@@ -5,6 +5,7 @@ lot_id, 413 for too many lots, 422 for image URLs and language codes that cannot
 """
 from __future__ import annotations
 
+import re
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -36,14 +37,23 @@ def require_lots_list(body: dict) -> list:
     return lots
 
 
+_HTTP_URL = re.compile(r"https?://([^\s/?#]+)[^\s]*", re.IGNORECASE)
+
+
 def is_http_url(url: Any) -> bool:
-    if not isinstance(url, str) or not url or len(url) > MAX_URL or any(c.isspace() for c in url):
+    """An absolute http(s) URL with a host and no white space (a regex: this runs for every photo of 50,000 lots)."""
+    if not isinstance(url, str) or len(url) > MAX_URL:
         return False
-    try:
-        parts = urlsplit(url)
-        return parts.scheme in ("http", "https") and bool(parts.hostname)
-    except ValueError:
+    match = _HTTP_URL.fullmatch(url)
+    if not match:
         return False
+    netloc = match.group(1)
+    if "[" in netloc:
+        try:
+            return bool(urlsplit(url).hostname)
+        except ValueError:
+            return False
+    return bool(netloc.rpartition("@")[2].partition(":")[0])
 
 
 def parse_languages(value: Any, max_languages: int) -> list[str]:
