@@ -26,7 +26,8 @@ from app.client import DEFAULT_URL, FINAL_STATUSES, ApiError, GenerationClient, 
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 DEV_KEY_FILE = "dev_shared_key"
-CSV_COLUMNS = ("lot_id", "status", "language", "damages", "missing_images", "error")
+CSV_COLUMNS = ("lot_id", "status", "language", "damages", "missing_images", "error", "primary_damage",
+               "secondary_damage", "no_visible_damage", "findings", "views_missing")
 
 
 class UsageError(Exception):
@@ -138,12 +139,25 @@ def result_lots(answer: dict[str, Any]) -> list[dict[str, Any]]:
     return answer.get("lots") or []
 
 
+def findings_columns(lot: dict[str, Any]) -> dict[str, str]:
+    """The structured findings flattened for a spreadsheet: one ``side part: severity damage [photos]`` per finding."""
+    if "findings" not in lot:
+        return {}
+    findings = "; ".join(
+        f"{f.get('side', '')} {f.get('part', '')}: {f.get('severity', '')} {f.get('damage_type', '')} "
+        f"[{' '.join(str(p) for p in f.get('photos') or [])}]" for f in lot.get("findings") or [])
+    return {"primary_damage": lot.get("primary_damage") or "", "secondary_damage": lot.get("secondary_damage") or "",
+            "no_visible_damage": str(bool(lot.get("no_visible_damage"))).lower(), "findings": findings,
+            "views_missing": " ".join((lot.get("coverage") or {}).get("views_missing") or [])}
+
+
 def csv_rows(lots: Sequence[dict[str, Any]], languages: Sequence[str]) -> list[dict[str, str]]:
     """One row per lot and language; a lot without descriptions gets a row per requested language."""
     rows = []
     for lot in lots:
         common = {"lot_id": lot.get("lot_id", ""), "status": lot.get("status", ""),
-                  "missing_images": " ".join(lot.get("missing_images") or []), "error": lot.get("error") or ""}
+                  "missing_images": " ".join(lot.get("missing_images") or []), "error": lot.get("error") or "",
+                  **findings_columns(lot)}
         descriptions = lot.get("descriptions") or [{"language": code, "damages": ""} for code in languages or [""]]
         for item in descriptions:
             rows.append({**common, "language": item.get("language", ""), "damages": item.get("damages", "")})

@@ -16,6 +16,7 @@ from database import Database
 from database.models import JOB_STATUSES, BatchJob, BatchLot, BatchResult, WebhookDelivery
 from services.clock import iso
 from services.jobs import completion_percentage, current_stage
+from services.findings import lot_fields
 from services.languages import language_name
 
 JOBS_PER_PAGE = 25
@@ -183,6 +184,7 @@ def lot_row(lot: BatchLot, languages: list[str], texts: dict[str, str]) -> dict[
         "processed_at": iso(lot.processed_at),
         "descriptions": [{"language": code, "language_name": language_name(code), "damages": texts[code]}
                          for code in languages if code in texts],
+        "report": lot_fields(lot.findings),
     }
 
 

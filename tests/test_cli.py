@@ -262,6 +262,9 @@ def test_csv_batch_writes_one_row_per_lot_and_language(live, image_server, tmp_p
         ("csv-2", "en", "completed"), ("csv-2", "ru", "completed")]
     assert all(r["damages"].startswith("<") for r in rows)
     assert [r["missing_images"] for r in rows if r["lot_id"] == "csv-2"] == [missing, missing]
+    for row in rows:
+        assert row["primary_damage"] and row["no_visible_damage"] in ("true", "false")
+        assert (row["findings"] == "") == (row["no_visible_damage"] == "true")
 
 
 def test_a_failed_job_writes_each_lots_error_and_exits_1(live, image_server, tmp_path, capsys):

@@ -285,3 +285,18 @@ def test_page_numbers_are_clamped():
     assert views.page_of("-2", 50, 120).number == 1
     assert views.page_of("junk", 50, 120).number == 1
     assert views.page_of(1, 50, 0).as_dict()["count"] == 1
+
+
+def test_job_page_shows_each_lots_findings_as_a_table(board, admin):
+    job_id = create_job(board.app, 2, languages=("en",))
+    finish_lots(board.app, job_id, {"en": "<p>x</p>"})
+    report = {"findings": [{"part": "front_bumper", "side": "front", "damage_type": "dent", "severity": "severe",
+                            "photos": [0], "note": "Pushed <in>."}],
+              "no_visible_damage": False, "primary_damage": "front_end", "secondary_damage": None,
+              "coverage": {"views_present": ["front"], "views_missing": ["rear", "engine_bay"]}}
+    with board.app.extensions["genservice"].db.transaction() as session:
+        session.execute(update(BatchLot).where(BatchLot.job_id == job_id, BatchLot.seq == 0).values(findings=report))
+    page = admin.get(f"{board.url}/dashboard/jobs/{job_id}", timeout=10).text
+    assert page.count('<table class="findings">') == 1
+    assert "<td>front bumper</td>" in page and "<td>severe</td>" in page and "Pushed &lt;in&gt;." in page
+    assert "front end" in page and "engine bay" in page
