@@ -102,6 +102,7 @@ class Settings:
     log_format: str = "text"
     session_secret: str = ""
     instance_path: str = "instance"
+    trusted_proxy_hops: int = 1
     # database
     database_url: str | None = None
     # authentication
@@ -195,6 +196,7 @@ class Settings:
             log_format=_choice(env, "LOG_FORMAT", "text", ("text", "json")),
             session_secret=_str(env, "SESSION_SECRET", "") or "",
             instance_path=_str(env, "INSTANCE_PATH", os.path.abspath("instance")),
+            trusted_proxy_hops=_number(env, "TRUSTED_PROXY_HOPS", 1, int, 0, 5),
             database_url=_str(env, "DATABASE_URL"),
             shared_keys=tuple(keys),
             admin_token=_str(env, "ADMIN_TOKEN"),

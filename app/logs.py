@@ -52,7 +52,10 @@ def configure(level: str, fmt: str) -> None:
 def init_app(app: Flask) -> None:
     from werkzeug.middleware.proxy_fix import ProxyFix
 
-    app.wsgi_app = ProxyFix(app.wsgi_app, x_for=1, x_proto=1, x_host=1)  # type: ignore[method-assign]
+    hops = app.extensions["genservice"].settings.trusted_proxy_hops
+    if hops:
+        # the client address and scheme as nginx saw them; without a proxy (0) they cannot be forged
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=hops, x_proto=hops, x_host=hops)  # type: ignore[method-assign]
     access = logging.getLogger("genservice.access")
 
     @app.before_request

@@ -36,3 +36,12 @@ def test_polling_limit(make_live):
     codes = [requests.get(f"{live.url}/api/v1/batch-status/{job_id}", headers=headers, timeout=10).status_code
              for _ in range(6)]
     assert codes == [404] * 5 + [429]
+
+
+def test_forwarded_address_is_ignored_without_a_trusted_proxy(make_live):
+    live = make_live(RATELIMIT_ENABLED="true", RATE_LIMIT_POLLING="2/minute", TRUSTED_PROXY_HOPS="0")
+    job_id = "00000000-0000-0000-0000-000000000000"
+    codes = [requests.get(f"{live.url}/api/v1/batch-status/{job_id}", timeout=10,
+                          headers={"X-Signature": header_signature(job_id), "X-Forwarded-For": f"10.0.0.{i}"}
+                          ).status_code for i in range(3)]
+    assert codes == [404, 404, 429]
