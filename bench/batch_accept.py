@@ -42,7 +42,7 @@ def parse_args(argv=None) -> argparse.Namespace:
                         help="GUNICORN_WORKERS (default: unset, so gunicorn.conf.py picks min(4, 2 x CPUs))")
     parser.add_argument("--target-seconds", type=float, default=3.0)
     parser.add_argument("--target-mb", type=float, default=300.0)
-    parser.add_argument("--db-name", default="genservice_bench_accept")
+    parser.add_argument("--db-name", default="genservice_bench_accept", help="scratch database name; _<pid> is appended")
     parser.add_argument("--timeout", type=float, default=120.0, help="seconds per POST before giving up (120)")
     parser.add_argument("--keep-logs", action="store_true")
     return parser.parse_args(argv)

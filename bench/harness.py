@@ -76,6 +76,8 @@ def install_signal_handlers() -> None:
         raise Interrupted(f"signal {signum}")
     for signum in (signal.SIGTERM, signal.SIGHUP):
         signal.signal(signum, handler)
+    # Ctrl-C too, even when the bench was started with SIGINT ignored (a background job of a script)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 # ---- processes -------------------------------------------------------------------------------
@@ -143,8 +145,14 @@ def wait_http(url: str, timeout: float, process: Process | None = None, ok=(200,
 
 @contextlib.contextmanager
 def scratch_database(name: str) -> Iterator[str]:
-    """Create ``name`` afresh (dropping a leftover), yield its URL, drop it afterwards."""
+    """Create ``name``_<pid> afresh (dropping a leftover), yield its URL, drop it afterwards.
+
+    The pid keeps two runs of the same bench (or a bench and its neighbour) from dropping each
+    other's database halfway through.
+    """
     import psycopg
+
+    name = f"{name}_{os.getpid()}"
 
     def admin(sql: str) -> None:
         with psycopg.connect(PG_ADMIN_URL, autocommit=True) as conn:

@@ -37,7 +37,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--workers", type=int, default=None,
                         help="GUNICORN_WORKERS (default: unset, so gunicorn.conf.py picks min(4, 2 x CPUs))")
     parser.add_argument("--target", type=float, default=3.5, help="median target in seconds (3.5)")
-    parser.add_argument("--db-name", default="genservice_bench_sync")
+    parser.add_argument("--db-name", default="genservice_bench_sync", help="scratch database name; _<pid> is appended")
     parser.add_argument("--timeout", type=float, default=60.0, help="seconds per request before giving up (60)")
     parser.add_argument("--keep-logs", action="store_true", help="keep the service/sandbox logs in the temp dir")
     return parser.parse_args(argv)
