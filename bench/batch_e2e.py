@@ -48,7 +48,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--workers", type=int, default=None,
                         help="GUNICORN_WORKERS (default: unset, so gunicorn.conf.py picks min(4, 2 x CPUs))")
     parser.add_argument("--target", type=float, default=120.0, help="seconds (120)")
-    parser.add_argument("--db-name", default="genservice_bench_e2e")
+    parser.add_argument("--db-name", default="genservice_bench_e2e", help="scratch database name; _<pid> is appended")
     parser.add_argument("--keep-logs", action="store_true")
     return parser.parse_args(argv)
 
