@@ -37,23 +37,25 @@ def require_lots_list(body: dict) -> list:
     return lots
 
 
-_HTTP_URL = re.compile(r"https?://([^\s/?#]+)[^\s]*", re.IGNORECASE)
+_WHITESPACE = re.compile(r"\s")
+_PLAIN_HTTP_URL = re.compile(r"(?i:https?)://[A-Za-z0-9.-]+(?::\d{1,5})?(?:[/?#]\S*)?\Z")
 
 
 def is_http_url(url: Any) -> bool:
-    """An absolute http(s) URL with a host and no white space (a regex: this runs for every photo of 50,000 lots)."""
-    if not isinstance(url, str) or len(url) > MAX_URL:
+    """An absolute http(s) URL with a host and no white space.
+
+    It runs for every photo of up to 50,000 lots, so the common plain form is matched by one
+    compiled pattern and only the rest goes through urlsplit.
+    """
+    if not isinstance(url, str) or not url or len(url) > MAX_URL or _WHITESPACE.search(url):
         return False
-    match = _HTTP_URL.fullmatch(url)
-    if not match:
+    if _PLAIN_HTTP_URL.match(url):
+        return True
+    try:
+        parts = urlsplit(url)
+        return parts.scheme in ("http", "https") and bool(parts.hostname)
+    except ValueError:
         return False
-    netloc = match.group(1)
-    if "[" in netloc:
-        try:
-            return bool(urlsplit(url).hostname)
-        except ValueError:
-            return False
-    return bool(netloc.rpartition("@")[2].partition(":")[0])
 
 
 def parse_languages(value: Any, max_languages: int) -> list[str]:

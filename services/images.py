@@ -187,6 +187,8 @@ class ImageChecker:
             )
             if method == "GET" and reply.is_success and reply.is_image and reply.size is None:
                 reply.size, reply.measured = self._count_body(response, deadline), True
+            elif method == "HEAD":
+                response.read()  # an empty body; read, it lets close() keep the connection for the next check
             return reply
         finally:
             response.close()

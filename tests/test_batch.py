@@ -151,3 +151,16 @@ def test_cancel_during_translation_counts_each_lot_once(make_live, image_server)
     assert api.cancel(job_id).status_code == 200
     progress = api.status(job_id).json()["progress"]
     assert (progress["processed_lots"], progress["failed_lots"]) == (0, 3)
+
+
+def test_without_image_validation_every_photo_is_sent_as_given(make_live, image_server):
+    api = Api(make_live(BATCH_VALIDATE_IMAGES="false").url)
+    lots = _lots(image_server, 3)
+    lots[0]["images"].append({"url": image_server.url("/missing/never-fetched.jpg")})
+    image_server.clear()
+    job_id = api.generate(lots, languages=["en", "de"]).json()["job_id"]
+    assert api.wait_status(job_id)["status"] == "completed"
+    results = api.results(job_id).json()["results"]["lots"]
+    assert [item["processed_images"] for item in results] == [3, 2, 2]
+    assert all(item["missing_images"] == [] for item in results)
+    assert image_server.requests == []

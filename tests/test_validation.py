@@ -149,7 +149,7 @@ def test_every_error_carries_a_request_id(module_live):
     ("http://a/b", True), ("HTTPS://cdn.example.com/a.jpg?x=1#f", True), ("http://h:8080", True),
     ("http://[::1]/x", True), ("ftp://x/y", False), ("http:///x", False), ("http://a b/c", False),
     ("http://[::1/x", False), ("http://user@/x", False), ("http://:80/x", False), ("javascript:alert(1)", False),
-    ("not a url", False), ("http://a/b\n", False), (42, False),
+    ("not a url", False), ("http://a/b\n", False), (42, False), ("http://a]b/", False),
 ])
 def test_http_url_check(url, ok):
     from app.schemas import is_http_url

@@ -138,6 +138,13 @@ class JobRunner:
         return None
 
     def stage_images(self, job: BatchJob) -> float | None:
+        if not self.settings.batch_validate_images:
+            # nothing to fetch: every lot is ready with the photos as sent, in one statement
+            with self.db.transaction() as session:
+                self.lease.fence(session)
+                session.execute(update(BatchLot).where(BatchLot.job_id == job.id, BatchLot.status == "pending")
+                                .values(status="ready", usable_images=BatchLot.image_urls, missing_images=[])
+                                .execution_options(synchronize_session=False))
         with self.db.session() as session:
             lots = session.scalars(select(BatchLot).where(BatchLot.job_id == job.id, BatchLot.status == "pending")
                                    .order_by(BatchLot.seq).limit(IMAGE_PAGE)).all()

@@ -36,6 +36,7 @@ def image_bytes(size: int) -> bytes:
 
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
+    request_queue_size = 4096
     owner: "ImageServer"
 
     def handle_error(self, request, client_address) -> None:
