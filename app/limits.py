@@ -6,7 +6,7 @@ Storage is in memory by default; RATELIMIT_STORAGE_URI (e.g. redis://) shares it
 """
 from __future__ import annotations
 
-from flask import Flask, request
+from flask import Flask
 from flask_limiter import Limiter
 from flask_limiter.util import get_remote_address
 

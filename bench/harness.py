@@ -70,6 +70,15 @@ class Interrupted(Exception):
     pass
 
 
+def run(main: "Callable[[], int]") -> None:
+    """Run a bench's main, exiting 130 (and saying so on stderr) when it is interrupted."""
+    try:
+        sys.exit(main())
+    except (KeyboardInterrupt, Interrupted):
+        print("interrupted", file=sys.stderr)
+        sys.exit(130)
+
+
 def install_signal_handlers() -> None:
     """SIGTERM/SIGHUP unwind the stack like Ctrl-C does, so every ``finally`` and ExitStack runs."""
     def handler(signum, _frame):

@@ -35,7 +35,6 @@ import os
 import random
 import shutil
 import subprocess
-import sys
 import tempfile
 import threading
 import time
@@ -392,8 +391,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    try:
-        sys.exit(main())
-    except (KeyboardInterrupt, harness.Interrupted):
-        print("interrupted", file=sys.stderr)
-        sys.exit(130)
+    harness.run(main)

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
 import time
 
 import requests
@@ -91,8 +90,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    try:
-        sys.exit(main())
-    except (KeyboardInterrupt, harness.Interrupted):
-        print("interrupted", file=sys.stderr)
-        sys.exit(130)
+    harness.run(main)

@@ -10,7 +10,6 @@ traffic reach loopback names. `make test` runs a bounded number of examples per 
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 from urllib.parse import urlsplit
 
