@@ -80,8 +80,8 @@ def main(argv=None) -> int:
           f"({','.join(languages)}); sandbox vision {args.vision_latency:g} s, translation {args.text_latency:g} s "
           f"per call; {args.server}"
           + (f" with {stack_workers} workers" if args.server == "gunicorn" else "")
-          + f" on PostgreSQL; warm-up requests: {args.warmup}; image server listen backlog raised from 5 to "
-          f"4096 (see bench/harness.py); 1-min load average {load_before} before, {harness.load_average()} after "
+          + f" on PostgreSQL; warm-up requests: {args.warmup}; image server listen backlog "
+          f"4096 (tests/support/image_server.py); 1-min load average {load_before} before, {harness.load_average()} after "
           f"(on {os.cpu_count()} CPUs).\n")
     print(harness.markdown_table(("run", "end-to-end latency (s)", "languages returned", "photos processed"), rows))
     print(f"\nTarget: median <= {args.target:g} s -> **{verdict}** (median {median(times):.3f} s; min "
