@@ -2,11 +2,12 @@
 from __future__ import annotations
 
 import os
+import time
 from contextlib import contextmanager
 from typing import Iterator
 
-from sqlalchemy import create_engine, event, text
-from sqlalchemy.engine import Engine, make_url
+from sqlalchemy import create_engine, event, exc, text
+from sqlalchemy.engine import Connection, Engine, make_url
 from sqlalchemy.orm import Session, sessionmaker
 
 
@@ -33,28 +34,85 @@ def _sqlite_pragmas(dbapi_connection, _record) -> None:
     cursor.close()
 
 
+_READ_OPTION = "genservice_read"
+
+
 def _sqlite_begin_immediate(conn) -> None:
     """SQLite cannot upgrade a read transaction to a write one while another writer went first
-    ("database is locked" at once, not after busy_timeout); taking the lock at BEGIN avoids that."""
-    conn.exec_driver_sql("BEGIN IMMEDIATE")
+    ("database is locked" at once, not after busy_timeout); taking the lock at BEGIN avoids that.
+    Connections from ``Database.read()`` run each statement on its own and take no lock."""
+    if not conn.get_execution_options().get(_READ_OPTION):
+        conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+
+class _PingWhenIdle:
+    """Pessimistic disconnect handling that costs nothing under load: a connection coming out of the
+    pool is pinged (``SELECT 1``) only if it sat unused for ``idle_seconds`` or more. That is when a
+    database restart or a dropped TCP connection goes unnoticed; a connection that was used a moment
+    ago is handed out as is, and should the server be gone anyway the statement fails, the engine
+    invalidates the whole pool, and the next checkout connects afresh. A failed ping makes the pool
+    replace the connection (DisconnectionError), so callers never see it."""
+
+    def __init__(self, idle_seconds: float):
+        self.idle_seconds = idle_seconds
+        self.pings = 0
+
+    def checkin(self, _dbapi_connection, record) -> None:
+        if record is not None:
+            record.info["returned_at"] = time.monotonic()
+
+    def checkout(self, dbapi_connection, record, _proxy) -> None:
+        returned = record.info.get("returned_at")
+        if returned is None or time.monotonic() - returned < self.idle_seconds:
+            return  # a new connection, or one in use a moment ago
+        self.pings += 1
+        try:
+            cursor = dbapi_connection.cursor()
+            try:
+                cursor.execute("SELECT 1")
+            finally:
+                cursor.close()
+            if not getattr(dbapi_connection, "autocommit", True):
+                dbapi_connection.rollback()  # psycopg opened a transaction for the SELECT
+        except Exception as error:
+            raise exc.DisconnectionError(f"connection failed its ping: {error}") from error
 
 
 class Database:
     """One engine per process and the sessions made from it."""
 
-    def __init__(self, url: str, echo: bool = False, pool_size: int = 10):
+    def __init__(self, url: str, echo: bool = False, pool_size: int = 10, ping_idle_seconds: float = 1.0):
         self.url = url
+        self._ping = _PingWhenIdle(ping_idle_seconds)
         if url.startswith("sqlite"):
             engine = create_engine(url, echo=echo, connect_args={"check_same_thread": False, "timeout": 30})
             event.listen(engine, "connect", _sqlite_pragmas)
             event.listen(engine, "begin", _sqlite_begin_immediate)
+            # the driver runs each statement on its own (isolation_level None, set on connect)
+            self._reader = engine.execution_options(**{_READ_OPTION: True})
         else:
             engine = create_engine(
-                url, echo=echo, pool_pre_ping=True, pool_size=pool_size, max_overflow=pool_size,
-                pool_recycle=1800, pool_timeout=30,
+                url, echo=echo, pool_size=pool_size, max_overflow=pool_size, pool_recycle=1800, pool_timeout=30,
             )
+            event.listen(engine, "checkin", self._ping.checkin)
+            event.listen(engine, "checkout", self._ping.checkout)
+            # autocommit: a single SELECT needs no BEGIN and no ROLLBACK round trip
+            self._reader = engine.execution_options(isolation_level="AUTOCOMMIT", **{_READ_OPTION: True})
         self.engine: Engine = engine
         self.sessionmaker = sessionmaker(bind=engine, expire_on_commit=False, future=True)
+
+    @property
+    def pings(self) -> int:
+        """Connections pinged before use so far (PostgreSQL)."""
+        return self._ping.pings
+
+    @property
+    def ping_idle_seconds(self) -> float:
+        return self._ping.idle_seconds
+
+    @ping_idle_seconds.setter
+    def ping_idle_seconds(self, seconds: float) -> None:
+        self._ping.idle_seconds = seconds
 
     @property
     def is_postgres(self) -> bool:
@@ -66,6 +124,13 @@ class Database:
 
     def session(self) -> Session:
         return self.sessionmaker()
+
+    @contextmanager
+    def read(self) -> Iterator[Connection]:
+        """A connection for reads that are one statement each (no transaction around them): the
+        cheapest way to answer a hot read-only endpoint such as a job's status."""
+        with self._reader.connect() as conn:
+            yield conn
 
     @contextmanager
     def transaction(self) -> Iterator[Session]:
