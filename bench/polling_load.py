@@ -13,12 +13,14 @@ rate limits off so the clients measure the service, not the limiter).
    timed from POST to "photos checked, vision batch submitted" and to "completed" (the sandbox
    answers their batches in about a second). The worker heartbeats' age is sampled meanwhile.
 3. With load, once per --think-ms value (default 0 and 1000): --clients clients poll the big job's
-   status for --duration seconds, signed with the spec's X-Signature, each on a keep-alive
+   status for --duration seconds (after a 5 s warm-up at the same pace, so that every gunicorn thread
+   has its database connection), signed with the spec's X-Signature, each on a keep-alive
    connection, back to back (0: the service's saturation) or pausing after each answer for a
    random time averaging that many ms (1000: about one poll a second per client; exponential
-   pauses, so the clients do not poll in lockstep, cut at 4 s, within gunicorn's keep-alive);
-   wrk does it when installed
-   (apt-get install wrk), else a Python thread per client. The same probe jobs run meanwhile.
+   pauses, so the clients do not poll in lockstep, cut at 4 s, within gunicorn's keep-alive).
+   Back to back, wrk drives the load when installed (apt-get install wrk); paced clients are Python
+   threads that each start at a random moment of their first pause, as independent clients would
+   (--client wrk or python forces one generator for every phase). The same probe jobs run meanwhile.
 
 A worker that the polling slowed down shows as slower probe jobs and older heartbeats under load.
 Only the table goes to stdout; progress goes to stderr.
@@ -47,6 +49,7 @@ import harness
 from harness import SandboxOptions, median, note
 
 LANGUAGES = ["en", "de"]
+WARM_UP_SECONDS = 5
 MAX_PAUSE_MS = 4000  # below gunicorn's keep-alive (5 s): a client never reuses a connection the server closed
 WRK_SCRIPT = """
 wrk.method = "GET"
@@ -55,10 +58,19 @@ local think = %(think_ms)d
 init = function(args)
   math.randomseed(os.time() * 1000 + math.floor(os.clock() * 1e6) %% 1000)
 end
+local connections = %(connections_per_thread)d
+local calls = 0
 if think > 0 then
   -- independent clients: exponential pauses with this mean, so the clients do not poll in lockstep,
-  -- cut at 4 s so that no client sends on a connection gunicorn closed (its keep-alive is 5 s)
-  delay = function() return math.min(%(max_pause_ms)d, math.floor(-math.log(1 - math.random()) * think)) end
+  -- cut at 4 s so that no client sends on a connection gunicorn closed (its keep-alive is 5 s).
+  -- wrk also pauses before a connection's first request; the first call per connection answers 0, as a
+  -- real client sends its request as soon as it has connected (gunicorn gives a new connection a thread
+  -- that waits for its first request, so connections left idle would hold every thread and measure wrk)
+  delay = function()
+    calls = calls + 1
+    if calls <= connections then return 0 end
+    return math.min(%(max_pause_ms)d, math.floor(-math.log(1 - math.random()) * think))
+  end
 end
 done = function(summary, latency, requests)
   local e = summary.errors
@@ -205,10 +217,11 @@ def run_probe(http, service: str, readings: Readings, image_base: str, name: str
 # ---- load generators -------------------------------------------------------------------------------
 
 def wrk_load(url: str, signature: str, clients: int, duration: float, think_ms: int) -> dict:
+    threads = max(1, min(clients, os.cpu_count() or 1))
     with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as script:
-        script.write(WRK_SCRIPT % {"signature": signature, "think_ms": think_ms, "max_pause_ms": MAX_PAUSE_MS})
+        script.write(WRK_SCRIPT % {"signature": signature, "think_ms": think_ms, "max_pause_ms": MAX_PAUSE_MS,
+                                   "connections_per_thread": -(-clients // threads)})
     try:
-        threads = max(1, min(clients, os.cpu_count() or 1))
         out = subprocess.run(["wrk", "-t", str(threads), "-c", str(clients), "-d", f"{duration:g}s", "--timeout",
                               "10s", "-s", script.name, url], capture_output=True, text=True,
                              timeout=duration + 60)
@@ -236,6 +249,10 @@ def python_load(url: str, signature: str, clients: int, duration: float, think_m
         conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=10)
         mine = latencies[index]
         start_gate.wait()
+        if think_ms:
+            # independent clients arrive at their own moments: each connects and sends its first request
+            # at a random point of its first pause, not all 100 in the same millisecond
+            time.sleep(rng.uniform(0, min(MAX_PAUSE_MS, think_ms)) / 1000)
         while time.monotonic() < deadline[0]:
             began = time.perf_counter()
             try:
@@ -291,12 +308,17 @@ def probes_while(condition, http, stack, readings, prefix: str, lots: int, count
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    tool = args.client
-    if tool == "auto":
-        tool = "wrk" if shutil.which("wrk") else "python"
-    if tool == "wrk" and not shutil.which("wrk"):
+    if args.client == "wrk" and not shutil.which("wrk"):
         raise SystemExit("wrk is not installed (apt-get install wrk), or use --client python")
-    load = wrk_load if tool == "wrk" else python_load
+
+    def generator(think_ms: int):
+        """wrk for back-to-back load (a Python client could not saturate the service); Python threads for
+        paced clients, since wrk opens every connection at the same instant and sends all first requests
+        together, which measures that burst rather than 100 independent clients."""
+        tool = args.client
+        if tool == "auto":
+            tool = "wrk" if shutil.which("wrk") and not think_ms else "python"
+        return wrk_load if tool == "wrk" else python_load
     extra = {"WORKER_ENABLED": "true", "WORKER_POLL_INTERVAL": "1"}
     # the big job's vision batch stays in_progress for an hour; probes' batches are made quick later
     sandbox = SandboxOptions(batch_in_progress_seconds=3600)
@@ -337,7 +359,11 @@ def main(argv=None) -> int:
                 raise RuntimeError(f"the big job is not being processed: {check.status_code} {check.text[:300]}")
             phases = []
             for think_ms in args.think_ms:
-                note(f"{tool}: {args.clients} clients polling {url} for {args.duration:g} s, "
+                load = generator(think_ms)
+                note(f"warming up for {WARM_UP_SECONDS} s (database connections of every gunicorn thread, "
+                     f"keep-alive connections)")
+                load(url, signature, args.clients, WARM_UP_SECONDS, think_ms)
+                note(f"{load.__name__}: {args.clients} clients polling {url} for {args.duration:g} s, "
                      f"pausing {think_ms} ms on average between a client's requests")
                 outcome: dict = {}
                 runner = threading.Thread(target=lambda: outcome.update(
