@@ -14,7 +14,7 @@ from sqlalchemy import func, insert, select, update
 from sqlalchemy.orm import Session
 
 from database import Database
-from database.models import JOB_ACTIVE, JOB_STATUSES, BatchJob, BatchLot
+from database.models import JOB_ACTIVE, JOB_STATUSES, SNAPSHOT_COLUMNS, AnyJob, BatchJob, BatchLot, JobSnapshot
 from services.clock import iso, parse_iso, utcnow
 from services.errors import ServiceError
 from services.lots import GenerateRequest
@@ -95,7 +95,7 @@ def _insert_lots(session: Session, job_id: str, req: GenerateRequest) -> None:
 
 # ---- views -------------------------------------------------------------------------------------
 
-def completion_percentage(job: BatchJob) -> float:
+def completion_percentage(job: AnyJob) -> float:
     if job.status == "completed":
         return 100.0
     if not job.total_lots:
@@ -108,7 +108,7 @@ def completion_percentage(job: BatchJob) -> float:
     return round(min(100.0, 100.0 * done / units), 1)
 
 
-def token_usage(job: BatchJob) -> dict[str, int]:
+def token_usage(job: AnyJob) -> dict[str, int]:
     return {"input_tokens": job.input_tokens, "output_tokens": job.output_tokens, "total_tokens": job.total_tokens}
 
 
@@ -125,7 +125,7 @@ def accepted_view(job: BatchJob) -> dict[str, Any]:
     }
 
 
-def progress_view(job: BatchJob) -> dict[str, Any]:
+def progress_view(job: AnyJob) -> dict[str, Any]:
     return {
         "total_lots": job.total_lots,
         "processed_lots": job.processed_lots,
@@ -135,13 +135,13 @@ def progress_view(job: BatchJob) -> dict[str, Any]:
     }
 
 
-def current_stage(job: BatchJob) -> str:
+def current_stage(job: AnyJob) -> str:
     if job.stage == "done" or not job.is_active:
         return job.status
     return STAGE_NAMES.get(job.stage, job.stage)
 
 
-def status_view(job: BatchJob) -> dict[str, Any]:
+def status_view(job: AnyJob) -> dict[str, Any]:
     return {
         "job_id": job.id,
         "status": job.status,
@@ -188,19 +188,16 @@ def list_item_view(job: BatchJob) -> dict[str, Any]:
     }
 
 
-_JOBS = BatchJob.__table__
-
-
-def get_job(db: Database, job_id: str) -> BatchJob:
-    """The job's row as it is now, read in one statement: clients poll this endpoint hard, so it costs
-    one round trip and no ORM session. The object is a snapshot, attached to no session."""
+def get_job(db: Database, job_id: str) -> JobSnapshot:
+    """The job as it is now, read in one statement: clients poll the status endpoint hard, so it costs
+    one round trip, and neither a transaction nor an ORM session."""
     if not isinstance(job_id, str) or len(job_id) > 64:
         raise job_not_found(job_id)
     with db.read() as conn:
-        row = conn.execute(select(_JOBS).where(_JOBS.c.id == job_id)).mappings().one_or_none()
+        row = conn.execute(select(*SNAPSHOT_COLUMNS).where(BatchJob.id == job_id)).one_or_none()
     if row is None:
         raise job_not_found(job_id)
-    return BatchJob(**row)
+    return JobSnapshot(*row)
 
 
 def job_not_found(job_id: str) -> ServiceError:

@@ -11,14 +11,14 @@ from typing import Any, Iterator
 from sqlalchemy import select
 
 from database import Database
-from database.models import BatchJob, BatchLot, BatchResult
+from database.models import AnyJob, BatchLot, BatchResult
 from services.clock import iso
 from services.findings import lot_fields
 
 PAGE = 500
 
 
-def processing_time(job: BatchJob) -> str | None:
+def processing_time(job: AnyJob) -> str | None:
     if not job.completed_at:
         return None
     seconds = int((job.completed_at - job.created_at).total_seconds())
@@ -29,7 +29,7 @@ def processing_time(job: BatchJob) -> str | None:
     return f"{seconds // 3600} hours {seconds % 3600 // 60} minutes"
 
 
-def summary(job: BatchJob) -> dict[str, Any]:
+def summary(job: AnyJob) -> dict[str, Any]:
     return {
         "total_lots": job.total_lots,
         "processed_lots": job.processed_lots,
@@ -58,7 +58,7 @@ def lot_view(lot: BatchLot, languages: list[str], texts: dict[str, str]) -> dict
     return view
 
 
-def iter_lot_views(db: Database, job: BatchJob, condition=None, first_seq: int = 0,
+def iter_lot_views(db: Database, job: AnyJob, condition=None, first_seq: int = 0,
                    limit: int | None = None) -> Iterator[dict[str, Any]]:
     """Lots of ``job`` in request order from ``first_seq`` (at most ``limit``, only those matching
     ``condition`` when given), with their texts, read a page at a time by index seeks."""
@@ -86,7 +86,7 @@ def iter_lot_views(db: Database, job: BatchJob, condition=None, first_seq: int =
             left -= len(lots)
 
 
-def results_head(job: BatchJob) -> dict[str, Any]:
+def results_head(job: AnyJob) -> dict[str, Any]:
     return {
         "job_id": job.id,
         "status": job.status,
@@ -95,7 +95,7 @@ def results_head(job: BatchJob) -> dict[str, Any]:
     }
 
 
-def iter_results_json(db: Database, job: BatchJob) -> Iterator[bytes]:
+def iter_results_json(db: Database, job: AnyJob) -> Iterator[bytes]:
     """The whole results document as JSON text, produced in pieces."""
     head = results_head(job)
     results_meta = {"version": job.version, "total_lots": job.total_lots, "processed_lots": job.processed_lots,

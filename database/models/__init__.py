@@ -1,6 +1,7 @@
 """All models, importable from one place."""
 from database.models.base import Base, utcnow
-from database.models.jobs import JOB_ACTIVE, JOB_FINAL, JOB_STATUSES, BatchJob, BatchLot
+from database.models.jobs import (JOB_ACTIVE, JOB_FINAL, JOB_STATUSES, SNAPSHOT_COLUMNS, AnyJob, BatchJob, BatchLot,
+                                  JobSnapshot)
 from database.models.openai_batches import OpenAIBatch
 from database.models.results import BatchResult
 from database.models.webhooks import WebhookAttempt, WebhookDelivery
@@ -9,4 +10,5 @@ from database.models.worker import WorkerHeartbeat
 __all__ = [
     "Base", "utcnow", "BatchJob", "BatchLot", "BatchResult", "OpenAIBatch", "WebhookDelivery",
     "WebhookAttempt", "WorkerHeartbeat", "JOB_ACTIVE", "JOB_FINAL", "JOB_STATUSES",
+    "JobSnapshot", "SNAPSHOT_COLUMNS", "AnyJob",
 ]

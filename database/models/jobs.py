@@ -1,6 +1,7 @@
 """A batch job and its lots: what the client sent and where each lot stands."""
 from __future__ import annotations
 
+from dataclasses import dataclass, fields
 from datetime import datetime
 
 from sqlalchemy import BigInteger, Boolean, ForeignKey, Index, Integer, String, Text, UniqueConstraint
@@ -56,6 +57,43 @@ class BatchJob(Base):
     @property
     def total_tokens(self) -> int:
         return (self.input_tokens or 0) + (self.output_tokens or 0)
+
+
+@dataclass(frozen=True, slots=True)
+class JobSnapshot:
+    """A job as its views show it, read in one statement and attached to no session: what the status,
+    results and delivery endpoints answer from (the worker's bookkeeping columns are left out)."""
+    id: str
+    status: str
+    stage: str
+    strategy: str
+    version: str
+    languages: list
+    total_lots: int
+    processed_lots: int
+    failed_lots: int
+    translated_lots: int
+    total_images: int
+    total_images_processed: int
+    webhook_configured: bool
+    openai_vision_batch_id: str | None
+    openai_translation_batch_id: str | None
+    input_tokens: int
+    output_tokens: int
+    error_message: str | None
+    created_at: datetime
+    updated_at: datetime
+    completed_at: datetime | None
+    cancelled_at: datetime | None
+    estimated_completion: datetime | None
+
+    is_active = BatchJob.is_active
+    total_tokens = BatchJob.total_tokens
+
+
+SNAPSHOT_COLUMNS = tuple(BatchJob.__table__.c[f.name] for f in fields(JobSnapshot))
+# what a view of a job accepts: the ORM object (the worker, the dashboard) or a snapshot (the polling API)
+AnyJob = BatchJob | JobSnapshot
 
 
 LOT_STATUSES = ("pending", "ready", "described", "completed", "failed")
