@@ -241,7 +241,7 @@ class Stack:
     def cpu_groups(self) -> dict[str, "Callable[[], list[int]]"]:
         """What CpuMeter watches: the service's processes, the helpers and the database backends."""
         return {
-            "service": self.worker_pids,
+            "service": self.service_pids,
             "PostgreSQL": self.database_backend_pids,
             "sandbox": lambda: [pid for pid in [self.helper_pid("sandbox")] if pid],
             "image server": lambda: [pid for pid in [self.helper_pid("image-server")] if pid],
@@ -252,6 +252,10 @@ class Stack:
         """The gunicorn worker processes (children of the master), or the server itself for main.py."""
         children = _children(self.server.pid)
         return children or [self.server.pid]
+
+    def service_pids(self) -> list[int]:
+        """Every process of the service: the web workers and any background worker of its own."""
+        return self.worker_pids() + [p.pid for p in self.processes if p.name.startswith("worker-") and p.alive()]
 
 
 def _children(pid: int) -> list[int]:
@@ -345,9 +349,22 @@ def start_service(stack: contextlib.ExitStack, log_dir: str, env: dict[str, str]
     return url, process
 
 
+def start_worker_processes(stack: contextlib.ExitStack, log_dir: str, env: dict[str, str], count: int,
+                           processes: list[Process]) -> None:
+    """``genservice worker`` processes: the background worker without HTTP, beside a web tier that runs
+    with WORKER_ENABLED=false."""
+    argv = [os.path.join(os.path.dirname(PYTHON), "genservice"), "worker"]
+    for index in range(count):
+        process = Process(f"worker-{index}", argv, env=dict(env, WORKER_ENABLED="true"), log_dir=log_dir)
+        stack.callback(process.stop)
+        processes.append(process)
+    note(f"{count} background worker process(es): {[p.pid for p in processes if p.name.startswith('worker-')]}")
+
+
 @contextlib.contextmanager
 def running_stack(db_name: str, sandbox: SandboxOptions, service_extra: dict[str, str] | None = None,
-                  server: str = "gunicorn", workers: int | None = None, keep_logs: bool = False) -> Iterator[Stack]:
+                  server: str = "gunicorn", workers: int | None = None, keep_logs: bool = False,
+                  worker_processes: int = 0) -> Iterator[Stack]:
     install_signal_handlers()
     workdir = tempfile.mkdtemp(prefix="genservice-bench-")
     with contextlib.ExitStack() as stack:
@@ -357,6 +374,9 @@ def running_stack(db_name: str, sandbox: SandboxOptions, service_extra: dict[str
         image_base = start_image_server(stack, workdir, helpers)
         sandbox_url = start_sandbox(stack, workdir, sandbox, helpers)
         env = service_env(database_url, sandbox_url, workdir, service_extra)
+        if worker_processes:
+            start_worker_processes(stack, workdir, env, worker_processes, helpers)
+            env = dict(env, WORKER_ENABLED="false")
         url, process = start_service(stack, workdir, env, server=server, workers=workers)
         running = Stack(workdir, database_url, sandbox_url, image_base, url, process, helpers)
         # wait until every gunicorn worker has booted (each runs the migrations and starts its worker thread)

@@ -100,6 +100,9 @@ def parse_args(argv=None) -> argparse.Namespace:
                         help="poll without running probe jobs meanwhile (latency of polling alone)")
     parser.add_argument("--workers", type=int, default=None,
                         help="GUNICORN_WORKERS (default: unset, gunicorn.conf.py picks min(4, 2 x CPUs))")
+    parser.add_argument("--worker-processes", type=int, default=0,
+                        help="run the background worker in this many `genservice worker` processes and the web "
+                             "tier with WORKER_ENABLED=false (default 0: a worker thread in every gunicorn worker)")
     parser.add_argument("--target-p99-ms", type=float, default=50.0)
     parser.add_argument("--db-name", default="genservice_bench_polling")
     parser.add_argument("--keep-logs", action="store_true")
@@ -125,6 +128,12 @@ class Readings:
             return self.conn.execute("SELECT count(*) FROM batch_lots WHERE job_id = %s AND status = 'pending'",
                                      (job_id,)).fetchone()[0]
 
+    def lock_waiters(self) -> int:
+        """Sessions of the service's database waiting for a lock right now (row, tuple or relation locks)."""
+        with self.lock:
+            return self.conn.execute("SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+                                     "AND wait_event_type = 'Lock'").fetchone()[0]
+
     def heartbeat_ages(self) -> dict[int, float]:
         """Seconds since each live worker process last beat, by pid."""
         with self.lock:
@@ -137,20 +146,30 @@ class Readings:
 
 
 class HeartbeatSampler:
-    """The oldest heartbeat seen while sampling, and whose it was (a worker thread busy or stalled that long)."""
+    """The oldest heartbeat seen while sampling, and whose it was (a worker thread busy or stalled that long);
+    and how often any session of the service waited for a database lock (sampled every 0.1 s)."""
 
-    def __init__(self, readings: Readings, interval: float = 0.5):
+    def __init__(self, readings: Readings, interval: float = 0.5, lock_interval: float = 0.1):
         self.readings = readings
         self.interval = interval
+        self.lock_interval = lock_interval
         self.oldest = (0.0, None)
+        self.lock_samples = 0
+        self.lock_waits = 0  # samples that found a session waiting for a lock
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
     def _run(self) -> None:
-        while not self._stop.wait(self.interval):
-            for pid, age in self.readings.heartbeat_ages().items():
-                if age > self.oldest[0]:
-                    self.oldest = (age, pid)
+        next_beat = time.monotonic() + self.interval
+        while not self._stop.wait(self.lock_interval):
+            self.lock_samples += 1
+            if self.readings.lock_waiters():
+                self.lock_waits += 1
+            if time.monotonic() >= next_beat:
+                next_beat += self.interval
+                for pid, age in self.readings.heartbeat_ages().items():
+                    if age > self.oldest[0]:
+                        self.oldest = (age, pid)
 
     def __enter__(self) -> "HeartbeatSampler":
         self._thread.start()
@@ -159,7 +178,8 @@ class HeartbeatSampler:
     def __exit__(self, *exc) -> None:
         self._stop.set()
         self._thread.join(5)
-        note(f"oldest worker heartbeat: {self.oldest[0]:.1f} s (pid {self.oldest[1]})")
+        note(f"oldest worker heartbeat: {self.oldest[0]:.1f} s (pid {self.oldest[1]}); a session waited for "
+             f"a lock in {self.lock_waits} of {self.lock_samples} samples")
 
 
 def cpu_seconds(pids) -> float:
@@ -323,8 +343,8 @@ def main(argv=None) -> int:
     # the big job's vision batch stays in_progress for an hour; probes' batches are made quick later
     sandbox = SandboxOptions(batch_in_progress_seconds=3600)
     load_before = harness.load_average()
-    with harness.running_stack(args.db_name, sandbox, extra, workers=args.workers,
-                               keep_logs=args.keep_logs) as stack:
+    with harness.running_stack(args.db_name, sandbox, extra, workers=args.workers, keep_logs=args.keep_logs,
+                               worker_processes=args.worker_processes) as stack:
         sandbox_root = stack.sandbox_url.rsplit("/v1", 1)[0]
         readings = Readings(stack.database_url)
         http = requests.Session()
@@ -368,7 +388,7 @@ def main(argv=None) -> int:
                 outcome: dict = {}
                 runner = threading.Thread(target=lambda: outcome.update(
                     load(url, signature, args.clients, args.duration, think_ms)), daemon=True)
-                pids = stack.worker_pids()
+                pids = stack.service_pids()
                 cpu_before = cpu_seconds(pids)
                 load_started = time.monotonic()
                 runner.start()
@@ -392,10 +412,11 @@ def main(argv=None) -> int:
             readings.close()
 
     def probe_cells(probes, beats):
+        locks = f"{beats.lock_waits} / {beats.lock_samples}"
         if not probes:
-            return ["0", "-", "-", f"{beats.oldest[0]:.1f}"]
+            return ["0", "-", "-", f"{beats.oldest[0]:.1f}", locks]
         return [str(len(probes)), f"{median([p[0] for p in probes]):.2f}", f"{median([p[1] for p in probes]):.2f}",
-                f"{beats.oldest[0]:.1f}"]
+                f"{beats.oldest[0]:.1f}", locks]
 
     rows = [["no polling", "-", "-", "-", "-", "-", "-", "-", "-", *probe_cells(idle, idle_beats), f"{idle_load:.1f}"]]
     for think_ms, outcome, probes, beats in phases:
@@ -410,8 +431,11 @@ def main(argv=None) -> int:
         ("load", "requests", "throughput (req/s)", "p50 (ms)", f"p99 (ms, target <= {args.target_p99_ms:g})",
          "p90 (ms)", "max (ms)", "errors", "service CPU per request (ms)", f"probe jobs ({args.probe_lots} lots, en+de)",
          "probe: accepted -> photos checked, batch submitted (s)", "probe: accepted -> completed (s)",
-         "oldest worker heartbeat (s)", "machine load average (1 min)"), rows))
-    note(f"{args.lots:,}-lot job polled; gunicorn workers: {args.workers or 'gunicorn.conf.py default'}; "
+         "oldest worker heartbeat (s)", "samples with a session waiting for a lock", "machine load average (1 min)"),
+        rows))
+    where = (f"{args.worker_processes} `genservice worker` process(es), web tier with WORKER_ENABLED=false"
+             if args.worker_processes else "a worker thread in each gunicorn worker")
+    note(f"{args.lots:,}-lot job polled; gunicorn workers: {args.workers or 'gunicorn.conf.py default'}; {where}; "
          f"1-min load average {load_before} before, {harness.load_average()} after, on {os.cpu_count()} CPUs")
     return 0
 
