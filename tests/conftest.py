@@ -6,6 +6,7 @@ allowlist of loopback names, so even an invented URL can never leave the machine
 from __future__ import annotations
 
 import os
+from urllib.parse import urlsplit, urlunsplit
 
 import psycopg
 import pytest
@@ -19,6 +20,7 @@ from tests.support.client import TEST_KEY, Api
 from tests.support.image_server import ImageServer
 from tests.support.live import LiveServer
 from tests.support.receiver import WebhookReceiver
+from tests.support.tcp_proxy import TcpProxy
 
 PG_URL = os.environ.get("TEST_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/genservice_test")
 ENGINES = ["postgresql", "sqlite"]
@@ -68,6 +70,17 @@ def pg_database_url(pg_url) -> str:
     """For tests that need PostgreSQL's row locks (several workers on one database)."""
     truncate_pg(pg_url)
     return pg_url
+
+
+@pytest.fixture
+def db_proxy(pg_database_url):
+    """A cuttable TCP proxy in front of PostgreSQL, to make the database go away for a while (or drop
+    every open connection, as a restart would); yields (proxy, DATABASE_URL through it)."""
+    parts = urlsplit(pg_database_url)
+    proxy = TcpProxy((parts.hostname, parts.port or 5432)).start()
+    netloc = f"{parts.username}@127.0.0.1:{proxy.port}" if parts.username else f"127.0.0.1:{proxy.port}"
+    yield proxy, urlunsplit(parts._replace(netloc=netloc))
+    proxy.stop()
 
 
 @pytest.fixture(scope="session")

@@ -4,23 +4,10 @@ they do not wait for a writer's lock."""
 from __future__ import annotations
 
 import threading
-from urllib.parse import urlsplit, urlunsplit
 
-import pytest
 from sqlalchemy import text
 
 from database.session import Database, normalize_url
-from tests.support.tcp_proxy import TcpProxy
-
-
-@pytest.fixture
-def proxied_pg(pg_url):
-    """PostgreSQL behind a TCP proxy that can drop every open connection; yields (proxy, URL through it)."""
-    parts = urlsplit(pg_url)
-    proxy = TcpProxy((parts.hostname, parts.port or 5432)).start()
-    netloc = f"{parts.username}@127.0.0.1:{proxy.port}" if parts.username else f"127.0.0.1:{proxy.port}"
-    yield proxy, normalize_url(urlunsplit(parts._replace(netloc=netloc)), "instance")
-    proxy.stop()
 
 
 def _select_one(db: Database) -> int:
@@ -28,9 +15,9 @@ def _select_one(db: Database) -> int:
         return conn.execute(text("SELECT 1")).scalar_one()
 
 
-def test_a_connection_dropped_while_idle_is_replaced_before_anyone_uses_it(proxied_pg):
-    proxy, url = proxied_pg
-    db = Database(url, pool_size=2, ping_idle_seconds=0.0)
+def test_a_connection_dropped_while_idle_is_replaced_before_anyone_uses_it(db_proxy):
+    proxy, url = db_proxy
+    db = Database(normalize_url(url, "instance"), pool_size=2, ping_idle_seconds=0.0)
     try:
         assert _select_one(db) == 1
         accepted = proxy.accepted

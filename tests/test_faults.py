@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import time
 from collections import Counter
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
 import psycopg
 import pytest
@@ -217,16 +217,6 @@ def test_webhook_to_a_closed_port_is_delivered_once_it_listens(make_live, image_
 
 
 # ---- the database going away ------------------------------------------------------------------------
-
-@pytest.fixture
-def db_proxy(pg_database_url):
-    """A cuttable TCP proxy in front of PostgreSQL; yields (proxy, DATABASE_URL through it)."""
-    parts = urlsplit(pg_database_url)
-    proxy = TcpProxy((parts.hostname, parts.port or 5432)).start()
-    netloc = f"{parts.username}@127.0.0.1:{proxy.port}" if parts.username else f"127.0.0.1:{proxy.port}"
-    yield proxy, urlunsplit(parts._replace(netloc=netloc))
-    proxy.stop()
-
 
 def test_job_survives_the_database_going_away_for_a_few_seconds(db_proxy, make_live, image_server, sandbox,
                                                                 pg_url, receiver):
