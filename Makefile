@@ -13,11 +13,12 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
-# a local development run: demo photos on 127.0.0.1:8088 (examples/serve_images.py), loopback photo and
-# webhook URLs allowed, OpenAI batches polled every 2 s
+# a local development run: the built-in OpenAI sandbox unless OPENAI_API_KEY is set, demo photos on
+# 127.0.0.1:8088 (examples/serve_images.py), loopback photo and webhook URLs allowed, OpenAI batches polled every 2 s
 run: install
 	@$(BIN)/python examples/serve_images.py --quiet & trap 'kill $$! 2>/dev/null' EXIT INT TERM; \
-	ALLOW_PRIVATE_URLS=$${ALLOW_PRIVATE_URLS:-true} WORKER_POLL_INTERVAL=$${WORKER_POLL_INTERVAL:-2} \
+	OPENAI_SANDBOX=$${OPENAI_SANDBOX:-true} ALLOW_PRIVATE_URLS=$${ALLOW_PRIVATE_URLS:-true} \
+	  WORKER_POLL_INTERVAL=$${WORKER_POLL_INTERVAL:-2} \
 	  $(BIN)/python main.py
 
 test: install

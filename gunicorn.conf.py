@@ -1,8 +1,9 @@
 """gunicorn settings: ``gunicorn main:app`` (or ``-c gunicorn.conf.py``) behind nginx.
 
 Each worker process builds its own app after the fork, and with it its own background worker
-thread; they share the work through database leases. Without OPENAI_API_KEY and
-OPENAI_BASE_URL the master starts one OpenAI sandbox that every worker uses.
+thread; they share the work through database leases. With OPENAI_SANDBOX=true and
+neither OPENAI_API_KEY nor OPENAI_BASE_URL, the master starts one OpenAI sandbox that every worker uses
+(without OPENAI_SANDBOX=true, a start without a key stops with a message).
 """
 import multiprocessing
 import os
@@ -29,7 +30,8 @@ def on_starting(server):
     global _sandbox
     if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="genservice-metrics-")
-    if not os.environ.get("OPENAI_API_KEY") and not os.environ.get("OPENAI_BASE_URL"):
+    wants_sandbox = os.environ.get("OPENAI_SANDBOX", "").strip().lower() in ("1", "true", "yes", "on")
+    if wants_sandbox and not os.environ.get("OPENAI_API_KEY") and not os.environ.get("OPENAI_BASE_URL"):
         from services.sandbox import SandboxConfig, SandboxServer
 
         seconds = float(os.environ.get("SANDBOX_BATCH_SECONDS", "5"))

@@ -5,6 +5,7 @@ import os
 import secrets
 
 from app import create_app
+from app.config import ConfigError
 
 
 def _development_key(instance_path: str) -> str:
@@ -24,7 +25,10 @@ if __name__ == "__main__":
     if not os.environ.get("SHARED_KEY") and not os.environ.get("SHARED_KEYS"):
         os.environ["SHARED_KEY"] = _development_key(instance)
         print(f"SHARED_KEY is not set: using the development key stored in {instance}/dev_shared_key")
-    app = create_app()
+    try:
+        app = create_app()
+    except ConfigError as error:
+        raise SystemExit(f"configuration error: {error}") from None
     settings = app.extensions["genservice"].settings
     app.run(host=settings.host, port=settings.port, threaded=True, use_reloader=False)
 else:

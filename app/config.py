@@ -13,7 +13,13 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
+from services.models import EFFORTS, registry
+
 VERSION = "2.0.0"
+# today's defaults (checked 2026-12-01, see services/model_registry.json): a visual-reasoning model for the photos,
+# a cheap high-volume one for the translations
+DEFAULT_VISION_MODEL = "gpt-6.1-terra"
+DEFAULT_TRANSLATION_MODEL = "gpt-6-luna"
 
 
 class ConfigError(ValueError):
@@ -111,14 +117,19 @@ class Settings:
     # OpenAI
     openai_api_key: str | None = None
     openai_base_url: str | None = None
-    openai_model_vision: str = "o4-mini"
-    openai_model_translation: str = "gpt-4.1-mini"
+    openai_model_vision: str = DEFAULT_VISION_MODEL
+    openai_model_translation: str = DEFAULT_TRANSLATION_MODEL
     openai_reasoning_effort: str = "medium"
+    openai_translation_reasoning_effort: str = "none"
+    openai_sandbox: bool = False
     openai_max_tokens: int = 4000
     openai_temperature: float = 0.1
     openai_timeout: float = 120.0
     openai_max_retries: int = 2
-    # sandbox (used when no OPENAI_API_KEY is set)
+    # cost
+    max_daily_cost_usd: float | None = None
+    cost_estimate_per_lot_usd: float = 0.01
+    # sandbox (used when no OPENAI_API_KEY is set and OPENAI_SANDBOX=true)
     sandbox_vision_latency: float = 0.0
     sandbox_text_latency: float = 0.0
     sandbox_batch_seconds: float = 5.0
@@ -202,9 +213,13 @@ class Settings:
             admin_token=_str(env, "ADMIN_TOKEN"),
             openai_api_key=_str(env, "OPENAI_API_KEY"),
             openai_base_url=_str(env, "OPENAI_BASE_URL"),
-            openai_model_vision=_str(env, "OPENAI_MODEL_VISION", "o4-mini"),
-            openai_model_translation=_str(env, "OPENAI_MODEL_TRANSLATION", "gpt-4.1-mini"),
-            openai_reasoning_effort=_choice(env, "OPENAI_REASONING_EFFORT", "medium", ("minimal", "low", "medium", "high")),
+            openai_model_vision=_str(env, "OPENAI_MODEL_VISION", DEFAULT_VISION_MODEL),
+            openai_model_translation=_str(env, "OPENAI_MODEL_TRANSLATION", DEFAULT_TRANSLATION_MODEL),
+            openai_reasoning_effort=_choice(env, "OPENAI_REASONING_EFFORT", "medium", EFFORTS),
+            openai_translation_reasoning_effort=_choice(env, "OPENAI_TRANSLATION_REASONING_EFFORT", "none", EFFORTS),
+            openai_sandbox=_bool(env, "OPENAI_SANDBOX", False),
+            max_daily_cost_usd=_number(env, "MAX_DAILY_COST_USD", None, float, 0.0) or None,
+            cost_estimate_per_lot_usd=_number(env, "COST_ESTIMATE_PER_LOT_USD", 0.01, float, 0.0),
             openai_max_tokens=_number(env, "OPENAI_MAX_TOKENS", 4000, int, 16),
             openai_temperature=_number(env, "OPENAI_TEMPERATURE", 0.1, float, 0.0, 2.0),
             openai_timeout=_number(env, "OPENAI_TIMEOUT", 120.0, float, 1.0),
@@ -259,5 +274,18 @@ class Settings:
             short = [k for k in self.shared_keys if len(k) < 32]
             if short:
                 raise ConfigError("SHARED_KEY (and every key in SHARED_KEYS) must be at least 32 characters outside debug")
+        if not self.openai_api_key and not self.openai_sandbox:
+            raise ConfigError("OPENAI_API_KEY is not set: set it to use OpenAI, or set OPENAI_SANDBOX=true to run on "
+                              "the built-in OpenAI sandbox, whose descriptions are made up (development and tests "
+                              "only)")
+        for model_name, model, effort_name, effort in (
+                ("OPENAI_MODEL_VISION", self.openai_model_vision, "OPENAI_REASONING_EFFORT",
+                 self.openai_reasoning_effort),
+                ("OPENAI_MODEL_TRANSLATION", self.openai_model_translation, "OPENAI_TRANSLATION_REASONING_EFFORT",
+                 self.openai_translation_reasoning_effort)):
+            rules = registry().rules(model)
+            if rules.known and rules.reasoning and not rules.takes_effort(effort):
+                raise ConfigError(f"{effort_name}={effort} is not an effort {model} ({model_name}) takes; it takes "
+                                  f"{', '.join(rules.efforts)}")
         if self.database_url and not re.match(r"^(postgres(ql)?(\+\w+)?|sqlite(\+\w+)?)://", self.database_url):
             raise ConfigError("DATABASE_URL must be a postgresql:// or sqlite:// URL")

@@ -1,4 +1,4 @@
-"""GET /health (database, background worker, OpenAI mode, version) and GET /metrics (Prometheus)."""
+"""GET /health (database, background worker, OpenAI mode and models, version) and GET /metrics (Prometheus)."""
 from __future__ import annotations
 
 from datetime import timedelta
@@ -10,6 +10,7 @@ from app.config import VERSION
 from database.models import WorkerHeartbeat
 from services.clock import iso, utcnow
 from services.metrics import CONTENT_TYPE
+from services.models import registry
 
 
 def worker_state(rt) -> dict:
@@ -40,8 +41,9 @@ def health():
     connected = rt.db.ping()
     worker = worker_state(rt)
     healthy = connected and worker["status"] != "stopped"
+    degraded, models = rt.catalog.health()
     body = {
-        "status": "healthy" if healthy else "unhealthy",
+        "status": ("degraded" if degraded else "healthy") if healthy else "unhealthy",
         "service": "generation-service",
         "timestamp": iso(utcnow()),
         "version": VERSION,
@@ -49,7 +51,8 @@ def health():
         "database_engine": rt.db.engine.dialect.name,
         "background_worker": worker["status"],
         "worker": {**worker, "live_workers": live_workers(rt) if connected else None},
-        "openai": {"mode": rt.openai_mode, "base_url": rt.openai_base_url if rt.settings.uses_sandbox else None},
+        "openai": {"mode": rt.openai_mode, "base_url": rt.openai_base_url if rt.settings.uses_sandbox else None,
+                   "models": models, "registry_checked": registry().checked.isoformat()},
     }
     return jsonify(body), 200 if healthy else 503
 

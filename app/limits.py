@@ -14,7 +14,7 @@ from services.errors import ServiceError
 
 POLLING_ENDPOINTS = (
     "api.batch_status", "api.batch_results", "api.batch_results_download", "api.batch_jobs", "api.cancel",
-    "api.webhook_deliveries", "api.redeliver",
+    "api.webhook_deliveries", "api.redeliver", "api.estimate",
 )
 
 

@@ -12,10 +12,11 @@ import uuid
 
 from sqlalchemy import event
 
-from app.config import Settings
+from app.config import ConfigError, Settings
 from services.metrics import Metrics
 from database import Database, normalize_url
 from database.migrate import upgrade
+from services.catalog import CHECK_EVERY, RETRY_AFTER_FAILURE, Catalog, ModelUnavailable, shutdown_timestamp
 from services.generation import Generator
 from services.images import ImageChecker
 from services.netguard import OutboundPolicy
@@ -37,6 +38,7 @@ class Runtime:
         if migrate:
             upgrade(self.db)
         self.sandbox = None
+        self.worker = None
         self.openai_base_url = settings.openai_base_url
         if settings.uses_sandbox and not settings.openai_base_url:
             self.sandbox = self._start_sandbox()
@@ -45,10 +47,21 @@ class Runtime:
             make_client(settings.openai_api_key or SANDBOX_KEY, self.openai_base_url, settings.openai_timeout,
                         settings.openai_max_retries),
             ModelSettings(settings.openai_model_vision, settings.openai_model_translation,
-                          settings.openai_reasoning_effort, settings.openai_max_tokens, settings.openai_temperature),
+                          settings.openai_reasoning_effort, settings.openai_translation_reasoning_effort,
+                          settings.openai_max_tokens, settings.openai_temperature),
             on_error=self.metrics.openai_error,
             on_repairs=self.metrics.model_repairs,
+            on_cost=self.metrics.openai_cost,
         )
+        self.catalog = Catalog(self.ai.retrieve_model, {"OPENAI_MODEL_VISION": settings.openai_model_vision,
+                                                        "OPENAI_MODEL_TRANSLATION": settings.openai_model_translation},
+                               on_shutdown_date=self._shutdown_metric)
+        try:
+            complete = self.catalog.check(at_startup=True)
+        except ModelUnavailable as exc:
+            self.close()
+            raise ConfigError(str(exc)) from None
+        self.catalog.watch(CHECK_EVERY if complete else RETRY_AFTER_FAILURE)
         self.policy = OutboundPolicy(allow_private=settings.allow_private_urls,
                                      allowed_hosts=settings.outbound_allowed_hosts)
         if settings.allow_private_urls:
@@ -57,7 +70,9 @@ class Runtime:
         self.images = ImageChecker(self.policy, timeout=settings.image_timeout, max_bytes=settings.image_max_bytes,
                                    concurrency=settings.image_check_concurrency)
         self.generator = Generator(self.images, self.ai, min_ratio=settings.image_min_ratio)
-        self.worker = None
+
+    def _shutdown_metric(self, setting: str, model: str, day) -> None:
+        self.metrics.model_shutdown.labels(setting=setting, model=model).set(shutdown_timestamp(day))
 
     def _count_statement(self, conn, cursor, statement, parameters, context, executemany) -> None:
         operation = SQL_OPERATIONS.get(statement.lstrip()[:6].upper())
@@ -82,7 +97,8 @@ class Runtime:
                                batch_finalizing_seconds=s.sandbox_batch_seconds / 5)
         server = SandboxServer(config=config, host="127.0.0.1", port=0)
         server.start()
-        log.warning("OPENAI_API_KEY is not set: using the built-in OpenAI sandbox at %s", server.url)
+        log.warning("OPENAI_SANDBOX is on and OPENAI_API_KEY is not set: using the built-in OpenAI sandbox at %s; "
+                    "its descriptions are made up", server.url)
         return server
 
     def start_worker(self) -> None:
@@ -97,8 +113,12 @@ class Runtime:
     def close(self) -> None:
         if self.worker is not None:
             self.worker.stop()
-        self.generator.close()
-        self.images.close()
+        if getattr(self, "catalog", None) is not None:
+            self.catalog.stop()
+        if getattr(self, "generator", None) is not None:
+            self.generator.close()
+            self.images.close()
         if self.sandbox is not None:
             self.sandbox.stop()
+            self.sandbox = None
         self.db.dispose()

@@ -317,6 +317,7 @@ def service_env(database_url: str, sandbox_url: str, workdir: str, extra: dict[s
         "SHARED_KEY": BENCH_KEY,
         "OPENAI_BASE_URL": sandbox_url,
         "OPENAI_API_KEY": "",
+        "OPENAI_SANDBOX": "true",
         "ALLOW_PRIVATE_URLS": "true",
         "OUTBOUND_ALLOWED_HOSTS": "127.0.0.1,localhost,::1",
         "RATELIMIT_ENABLED": "false",

@@ -86,7 +86,7 @@ def settings_for(database_url: str, concurrency: int, workdir: str):
     from app.config import Settings
 
     return Settings.from_env({
-        "DATABASE_URL": database_url, "SHARED_KEY": BENCH_KEY, "OPENAI_BASE_URL": UNUSED_OPENAI_URL,
+        "DATABASE_URL": database_url, "SHARED_KEY": BENCH_KEY, "OPENAI_BASE_URL": UNUSED_OPENAI_URL, "OPENAI_SANDBOX": "true",
         "WORKER_ENABLED": "true", "WEBHOOK_CONCURRENCY": str(concurrency),
         "ALLOW_PRIVATE_URLS": "true", "OUTBOUND_ALLOWED_HOSTS": "127.0.0.1",
         "INSTANCE_PATH": workdir, "LOG_LEVEL": "warning",

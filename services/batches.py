@@ -57,6 +57,9 @@ class OutputLine:
     seq: int | None
     body: dict[str, Any] | None
     error: str | None
+    # OpenAI's error code and parameter when it refused the request as sent (e.g. unsupported_parameter)
+    code: str | None = None
+    param: str | None = None
 
 
 def parse_output_line(line: dict[str, Any]) -> OutputLine:
@@ -71,6 +74,9 @@ def parse_output_line(line: dict[str, Any]) -> OutputLine:
         code = error.get("code") if isinstance(error, dict) else None
         return OutputLine(seq, None, f"{code}: {message}" if code else str(message))
     if status != 200 or not isinstance(body, dict):
-        detail = ((body or {}).get("error") or {}).get("message") if isinstance(body, dict) else None
-        return OutputLine(seq, None, f"HTTP {status}: {detail or 'request failed'}")
+        error_body = (body or {}).get("error") if isinstance(body, dict) else None
+        error_body = error_body if isinstance(error_body, dict) else {}
+        detail = error_body.get("message")
+        return OutputLine(seq, None, f"HTTP {status}: {detail or 'request failed'}", error_body.get("code"),
+                          error_body.get("param"))
     return OutputLine(seq, body, None)

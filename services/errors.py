@@ -46,7 +46,8 @@ class UpstreamError(ServiceError):
     """OpenAI failed (502) or did not answer in time (504)."""
 
     def __init__(self, message: str, *, timeout: bool = False, upstream_message: str | None = None,
-                 retry_after: int | None = None, api: str = "vision", upstream_status: int | None = None):
+                 retry_after: int | None = None, api: str = "vision", upstream_status: int | None = None,
+                 refused: bool = False):
         details: dict[str, Any] = {"openai_error": upstream_message or message, "api": api}
         if retry_after is not None:
             details["retry_after"] = retry_after
@@ -55,7 +56,16 @@ class UpstreamError(ServiceError):
         self.api = api
         self.timeout = timeout
         self.upstream_status = upstream_status
+        # OpenAI refused the request as configured (model, parameter): retrying can only fail again
+        self.refused = refused
 
     @property
     def rate_limited(self) -> bool:
         return self.upstream_status == 429
+
+
+class BudgetExceeded(ServiceError):
+    """The day's OpenAI budget would be passed: 429 until the next UTC day."""
+
+    def __init__(self, message: str, retry_after: int, details: dict[str, Any]):
+        super().__init__(429, "BUDGET_EXCEEDED", message, details, retry_after=retry_after)

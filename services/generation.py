@@ -39,6 +39,7 @@ class LotDescription:
             "descriptions": [{"language": code, "damages": self.descriptions[code]} for code in languages],
             "missing_images": self.missing_images,
             **lot_fields(self.report),
+            "usage": self.usage.as_dict(),
         }
 
 

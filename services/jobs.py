@@ -15,6 +15,7 @@ from sqlalchemy.orm import Session
 
 from database import Database
 from database.models import JOB_ACTIVE, JOB_STATUSES, SNAPSHOT_COLUMNS, AnyJob, BatchJob, BatchLot, JobSnapshot
+from services import costs
 from services.clock import iso, parse_iso, utcnow
 from services.errors import ServiceError
 from services.lots import GenerateRequest
@@ -50,13 +51,16 @@ def queued_lots(session: Session) -> int:
 
 
 def create_job(db: Database, req: GenerateRequest, settings, metrics=None) -> BatchJob:
+    """Accept a job: refused with 429 when its estimated cost would pass the day's budget, 503 when the queue is full."""
     now = utcnow()
+    estimate = costs.check_budget(db, len(req.lots), "batch", settings, now)
     strategy = choose_strategy(settings.batch_strategy, len(req.lots), settings.direct_max_lots)
     job = BatchJob(
         id=str(uuid.uuid4()), status="pending", stage="queued", strategy=strategy, version=req.version,
         languages=req.languages, total_lots=len(req.lots), processed_lots=0, failed_lots=0, translated_lots=0,
         total_images=sum(len(lot.image_urls) for lot in req.lots), total_images_processed=0,
         webhook_configured=any(lot.webhook for lot in req.lots), input_tokens=0, output_tokens=0,
+        cached_input_tokens=0, reasoning_tokens=0, cost_usd=0.0, estimated_cost_usd=estimate.cost_usd,
         created_at=now, updated_at=now, next_run_at=now,
         estimated_completion=initial_estimate(now, strategy, len(req.lots), settings.direct_concurrency),
         deadline_at=now + timedelta(hours=settings.job_deadline_hours + settings.job_deadline_margin_hours),
@@ -109,7 +113,9 @@ def completion_percentage(job: AnyJob) -> float:
 
 
 def token_usage(job: AnyJob) -> dict[str, int]:
-    return {"input_tokens": job.input_tokens, "output_tokens": job.output_tokens, "total_tokens": job.total_tokens}
+    """Cached input is part of the input tokens, reasoning part of the output tokens (as OpenAI counts them)."""
+    return {"input_tokens": job.input_tokens, "output_tokens": job.output_tokens, "total_tokens": job.total_tokens,
+            "cached_input_tokens": job.cached_input_tokens or 0, "reasoning_tokens": job.reasoning_tokens or 0}
 
 
 def accepted_view(job: BatchJob) -> dict[str, Any]:
@@ -159,6 +165,8 @@ def status_view(job: AnyJob) -> dict[str, Any]:
             "total_images": job.total_images,
             "total_images_processed": job.total_images_processed,
             "token_usage": token_usage(job),
+            "cost_usd": round(job.cost_usd or 0.0, 6),
+            "estimated_cost_usd": round(job.estimated_cost_usd or 0.0, 6),
         },
         "error_message": job.error_message,
         "webhook_configured": job.webhook_configured,
@@ -185,6 +193,7 @@ def list_item_view(job: BatchJob) -> dict[str, Any]:
         "webhook_configured": job.webhook_configured,
         "current_stage": current_stage(job),
         "token_usage": token_usage(job),
+        "cost_usd": round(job.cost_usd or 0.0, 6),
     }
 
 

@@ -29,11 +29,20 @@ class Metrics:
                             registry=r)
         self.repairs = Counter("model_output_repairs_total", "Vision answers repaired: findings dropped or fields fixed",
                                ["kind"], registry=r)
+        self.cost = Counter("openai_cost_usd_total", "OpenAI spending in US dollars, priced from the model registry "
+                            "(api: responses for direct calls, batch for Batch API lines)", ["model", "api"],
+                            registry=r)
+        self.model_shutdown = Gauge("openai_model_shutdown_timestamp_seconds",
+                                    "Unix time of the announced shutdown of each configured model (0: none announced)",
+                                    ["setting", "model"], registry=r, multiprocess_mode="max")
         self.worker_beat = Gauge("background_worker_last_beat_seconds", "Unix time of the worker's last loop",
                                  registry=r, multiprocess_mode="max")
 
     def openai_error(self, api: str) -> None:
         self.openai_errors.labels(api=api).inc()
+
+    def openai_cost(self, model: str, api: str, dollars: float) -> None:
+        self.cost.labels(model=model, api=api).inc(dollars)
 
     def model_repairs(self, repairs) -> None:
         if repairs.dropped:

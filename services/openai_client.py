@@ -11,29 +11,55 @@ from openai import OpenAI
 
 from services.errors import UpstreamError
 from services.findings import Repairs, UnusableReport, normalize, render_html
-from services.prompts import is_reasoning_model, translation_request, vision_request
+from services.models import ModelRules, registry
+from services.prompts import translation_request, vision_request
 from services.sanitize import sanitize_html
 
 log = logging.getLogger(__name__)
 
-REASONING_ALLOWANCE = 8000
-
 
 @dataclass
 class Usage:
+    """Tokens of one or more answers (cached input is part of input, reasoning part of output) and their price."""
     input_tokens: int = 0
     output_tokens: int = 0
+    cached_input_tokens: int = 0
+    reasoning_tokens: int = 0
+    cost_usd: float = 0.0
 
     def add(self, other: "Usage") -> None:
         self.input_tokens += other.input_tokens
         self.output_tokens += other.output_tokens
+        self.cached_input_tokens += other.cached_input_tokens
+        self.reasoning_tokens += other.reasoning_tokens
+        self.cost_usd += other.cost_usd
+
+    @property
+    def empty(self) -> bool:
+        return not (self.input_tokens or self.output_tokens or self.cost_usd)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"input_tokens": self.input_tokens, "cached_input_tokens": self.cached_input_tokens,
+                "output_tokens": self.output_tokens, "reasoning_tokens": self.reasoning_tokens,
+                "cost_usd": round(self.cost_usd, 6)}
 
     @classmethod
     def of(cls, usage: Any) -> "Usage":
+        """The token counts of a Responses ``usage`` (an SDK object or its JSON form), not yet priced."""
         if usage is None:
             return cls()
-        get = usage.get if isinstance(usage, dict) else (lambda k, d=0: getattr(usage, k, d))
-        return cls(int(get("input_tokens", 0) or 0), int(get("output_tokens", 0) or 0))
+        return cls(_field(usage, "input_tokens"), _field(usage, "output_tokens"),
+                   _field(_field(usage, "input_tokens_details", None), "cached_tokens"),
+                   _field(_field(usage, "output_tokens_details", None), "reasoning_tokens"))
+
+
+def _field(obj: Any, name: str, default: Any = 0) -> Any:
+    if obj is None:
+        return default
+    value = obj.get(name, default) if isinstance(obj, dict) else getattr(obj, name, default)
+    if default == 0:
+        return int(value or 0)
+    return value
 
 
 @dataclass
@@ -50,29 +76,73 @@ class TranslationResult:
     usage: Usage = field(default_factory=Usage)
 
 
+class UnusableAnswer(UpstreamError):
+    """An answer that arrived (and was billed) but cannot be used; it carries the usage it cost."""
+
+    def __init__(self, message: str, reason: str, api: str, usage: "Usage"):
+        super().__init__(message, upstream_message=reason[:300], api=api)
+        self.usage = usage
+
+
+# the setting a person changes when OpenAI refuses what a call asked for, per call kind
+MODEL_SETTING = {"vision": "OPENAI_MODEL_VISION", "translation": "OPENAI_MODEL_TRANSLATION"}
+EFFORT_SETTING = {"vision": "OPENAI_REASONING_EFFORT", "translation": "OPENAI_TRANSLATION_REASONING_EFFORT"}
+# OpenAI's codes for a request that can never succeed as configured: retrying it only pays again
+REFUSED_CODES = frozenset({"model_not_found", "unsupported_parameter", "unsupported_value"})
+
+
 @dataclass(frozen=True)
 class ModelSettings:
-    vision_model: str = "o4-mini"
-    translation_model: str = "gpt-4.1-mini"
+    vision_model: str = "gpt-6.1-terra"
+    translation_model: str = "gpt-6-luna"
     reasoning_effort: str = "medium"
+    translation_reasoning_effort: str = "none"
     max_tokens: int = 4000
     temperature: float | None = 0.1
 
     @property
-    def vision_max_output_tokens(self) -> int:
-        extra = REASONING_ALLOWANCE if is_reasoning_model(self.vision_model) else 0
-        return self.max_tokens + extra
+    def vision_rules(self) -> ModelRules:
+        return registry().rules(self.vision_model)
+
+    @property
+    def translation_rules(self) -> ModelRules:
+        return registry().rules(self.translation_model)
+
+    def model_for(self, api: str) -> str:
+        return self.vision_model if api == "vision" else self.translation_model
 
 
 def make_client(api_key: str, base_url: str | None, timeout: float, max_retries: int) -> OpenAI:
     return OpenAI(api_key=api_key, base_url=base_url, timeout=timeout, max_retries=max_retries)
 
 
-def upstream_error(exc: Exception, api: str) -> UpstreamError:
+def setting_to_change(api: str, code: str | None, param: str | None) -> str:
+    """Which setting makes a refused request acceptable: the effort, the temperature or the model."""
+    if code != "model_not_found" and param:
+        if param.startswith("reasoning"):
+            return EFFORT_SETTING.get(api, "OPENAI_REASONING_EFFORT")
+        if param in ("temperature", "top_p"):
+            return f"OPENAI_TEMPERATURE or {MODEL_SETTING.get(api, 'the model setting')}"
+    return MODEL_SETTING.get(api, "OPENAI_MODEL_VISION / OPENAI_MODEL_TRANSLATION")
+
+
+def refusal_reason(api: str, model: str, code: str | None, param: str | None, message: str) -> str:
+    return (f"OpenAI refused the {api} request for model {model} ({code}): {message} "
+            f"Change {setting_to_change(api, code, param)}.")[:1000]
+
+
+def upstream_error(exc: Exception, api: str, model: str | None = None) -> UpstreamError:
     """Translate an SDK exception into the service's 502/504 error."""
     if isinstance(exc, openai.APITimeoutError):
         return UpstreamError("OpenAI API request timed out", timeout=True, api=api)
     if isinstance(exc, openai.APIStatusError):
+        code, param = getattr(exc, "code", None), getattr(exc, "param", None)
+        if code in REFUSED_CODES:
+            reason = refusal_reason(api, model or "?", code, param, _plain_message(exc))
+            error = UpstreamError("OpenAI refused the request as configured", upstream_message=reason, api=api,
+                                  upstream_status=exc.status_code, refused=True)
+            error.details["setting"] = setting_to_change(api, code, param)
+            return error
         retry_after = None
         header = exc.response.headers.get("retry-after") if exc.response is not None else None
         if header and header.isdigit():
@@ -84,10 +154,14 @@ def upstream_error(exc: Exception, api: str) -> UpstreamError:
     return UpstreamError("OpenAI API answer could not be used", upstream_message=str(exc)[:300], api=api)
 
 
-def _status_message(exc: "openai.APIStatusError") -> str:
+def _plain_message(exc: "openai.APIStatusError") -> str:
     body = exc.body if isinstance(exc.body, dict) else {}
     message = body.get("message") if "message" in body else (body.get("error") or {}).get("message")
-    return f"HTTP {exc.status_code}: {message or exc.message}"[:300]
+    return str(message or exc.message)[:500]
+
+
+def _status_message(exc: "openai.APIStatusError") -> str:
+    return f"HTTP {exc.status_code}: {_plain_message(exc)}"[:300]
 
 
 def response_text(response: Any) -> str:
@@ -119,14 +193,20 @@ def parse_translations(text: str, languages: list[str]) -> dict[str, str]:
 
 
 class OpenAIGateway:
-    """Vision and translation calls plus the Batch API primitives, through one SDK client."""
+    """Vision and translation calls plus the Batch API primitives, through one SDK client.
+
+    ``on_cost(model, api, dollars)`` hears every priced answer (``api`` is ``responses`` for a
+    direct call, ``batch`` for a Batch API line).
+    """
 
     def __init__(self, client: OpenAI, models: ModelSettings, on_error: Callable[[str], None] | None = None,
-                 on_repairs: Callable[[Repairs], None] | None = None):
+                 on_repairs: Callable[[Repairs], None] | None = None,
+                 on_cost: Callable[[str, str, float], None] | None = None):
         self.client = client
         self.models = models
         self._on_error = on_error or (lambda api: None)
         self._on_repairs = on_repairs or (lambda repairs: None)
+        self._on_cost = on_cost or (lambda model, api, dollars: None)
 
     def _call(self, api: str, fn: Callable[[], Any]) -> Any:
         try:
@@ -134,57 +214,71 @@ class OpenAIGateway:
         except openai.OpenAIError as exc:
             self._on_error(api)
             log.warning("openai %s call failed: %s", api, type(exc).__name__)
-            raise upstream_error(exc, api) from exc
+            raise upstream_error(exc, api, self.models.model_for(api)) from exc
+
+    def priced(self, response: Any, api: str, batch: bool) -> Usage:
+        """The usage of an answer, priced from the registry (Batch API lines at the Batch price)."""
+        usage = Usage.of(response.get("usage") if isinstance(response, dict) else getattr(response, "usage", None))
+        model = (response.get("model") if isinstance(response, dict) else getattr(response, "model", None)) \
+            or self.models.model_for(api)
+        usage.cost_usd = registry().cost(model, usage.input_tokens, usage.cached_input_tokens, usage.output_tokens,
+                                         batch=batch)
+        if usage.cost_usd:
+            self._on_cost(model, "batch" if batch else "responses", usage.cost_usd)
+        return usage
 
     # requests, shared with the batch JSONL builder
     def vision_body(self, image_urls: list[str], additional_info: str) -> dict[str, Any]:
         m = self.models
-        return vision_request(m.vision_model, image_urls, additional_info,
-                              max_output_tokens=m.vision_max_output_tokens, reasoning_effort=m.reasoning_effort)
+        return vision_request(m.vision_rules, image_urls, additional_info, max_tokens=m.max_tokens,
+                              reasoning_effort=m.reasoning_effort)
 
     def translation_body(self, html: str, languages: list[str]) -> dict[str, Any]:
         m = self.models
-        return translation_request(m.translation_model, html, languages, max_output_tokens=m.max_tokens,
-                                   temperature=m.temperature)
+        return translation_request(m.translation_rules, html, languages, max_tokens=m.max_tokens,
+                                   reasoning_effort=m.translation_reasoning_effort, temperature=m.temperature)
 
     # direct calls
     def describe(self, image_urls: list[str], additional_info: str, photo_indexes: list[int]) -> VisionResult:
         response = self._call("vision", lambda: self.client.responses.create(**self.vision_body(image_urls, additional_info)))
         return self.read_vision(response, photo_indexes)
 
-    def read_vision(self, response: Any, photo_indexes: list[int]) -> VisionResult:
+    def read_vision(self, response: Any, photo_indexes: list[int], batch: bool = False) -> VisionResult:
         """Findings repaired and counted, and the English HTML rendered from them (never model markup)."""
+        usage = self.priced(response, "vision", batch)
         try:
             report, repairs = normalize(response_text(response), photo_indexes)
         except (ValueError, UnusableReport) as exc:
             self._on_error("vision")
-            raise UpstreamError("OpenAI vision answer could not be used", upstream_message=str(exc)[:300],
-                                api="vision") from exc
+            raise UnusableAnswer("OpenAI vision answer could not be used", str(exc), "vision", usage) from exc
         if repairs.dropped or repairs.fixed:
             self._on_repairs(repairs)
             log.info("vision answer repaired: %d findings dropped, %d fields fixed (%s)", repairs.dropped,
                      repairs.fixed, "; ".join(repairs.reasons[:5]))
-        usage = response.get("usage") if isinstance(response, dict) else response.usage
-        return VisionResult(html=sanitize_html(render_html(report)), report=report, usage=Usage.of(usage),
-                            repairs=repairs)
+        return VisionResult(html=sanitize_html(render_html(report)), report=report, usage=usage, repairs=repairs)
 
     def translate(self, html: str, languages: list[str]) -> TranslationResult:
         response = self._call("translation", lambda: self.client.responses.create(**self.translation_body(html, languages)))
         return self.read_translation(response, languages)
 
-    def read_translation(self, response: Any, languages: list[str]) -> TranslationResult:
+    def read_translation(self, response: Any, languages: list[str], batch: bool = False) -> TranslationResult:
+        usage = self.priced(response, "translation", batch)
         try:
             texts = parse_translations(response_text(response), languages)
         except ValueError as exc:
             self._on_error("translation")
-            raise UpstreamError("OpenAI translation answer could not be used", upstream_message=str(exc)[:300],
-                                api="translation") from exc
-        usage = response.get("usage") if isinstance(response, dict) else response.usage
-        return TranslationResult(texts=texts, usage=Usage.of(usage))
+            raise UnusableAnswer("OpenAI translation answer could not be used", str(exc), "translation",
+                                 usage) from exc
+        return TranslationResult(texts=texts, usage=usage)
 
     def call(self, api: str, body: dict[str, Any]) -> dict[str, Any]:
         """One Responses call with a prepared body; the answer as the JSON a batch output line carries."""
         return self._call(api, lambda: self.client.responses.create(**body)).model_dump(mode="json")
+
+    # the catalog
+    def retrieve_model(self, model: str, timeout: float = 10.0) -> Any:
+        """GET /v1/models/{model}, once, with a short timeout (raises the SDK's errors as they are)."""
+        return self.client.with_options(timeout=timeout, max_retries=0).models.retrieve(model)
 
     # Batch API primitives
     def upload_batch_file(self, path: str, filename: str) -> str:

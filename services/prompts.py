@@ -9,6 +9,7 @@ from typing import Any
 
 from services.findings import report_schema
 from services.languages import language_name
+from services.models import ModelRules
 
 VISION_INSTRUCTIONS = """\
 You are a vehicle damage inspector filling in the damage report of a car auction listing.
@@ -41,8 +42,9 @@ automotive terms of each language (body panels, glass, wheels). Do not add, drop
 """
 
 
-def vision_request(model: str, image_urls: list[str], additional_info: str, *, max_output_tokens: int,
+def vision_request(rules: ModelRules, image_urls: list[str], additional_info: str, *, max_tokens: int,
                    reasoning_effort: str | None = "medium", detail: str = "auto") -> dict[str, Any]:
+    """The instructions and the schema come first and never change, so OpenAI's prompt cache can serve them."""
     notes = additional_info.strip() or "(none)"
     content: list[dict[str, Any]] = [{
         "type": "input_text",
@@ -52,15 +54,15 @@ def vision_request(model: str, image_urls: list[str], additional_info: str, *, m
         content.append({"type": "input_text", "text": f"Photo {number}:"})
         content.append({"type": "input_image", "image_url": url, "detail": detail})
     request: dict[str, Any] = {
-        "model": model,
+        "model": rules.name,
         "instructions": VISION_INSTRUCTIONS,
         "input": [{"role": "user", "content": content}],
         "text": {"format": {"type": "json_schema", "name": "damage_report", "strict": True,
                             "schema": report_schema()}},
-        "max_output_tokens": max_output_tokens,
+        "max_output_tokens": rules.output_limit(max_tokens, reasoning_effort),
+        "store": False,
     }
-    if reasoning_effort and is_reasoning_model(model):
-        request["reasoning"] = {"effort": reasoning_effort}
+    request.update(rules.request_options(reasoning_effort, None))
     return request
 
 
@@ -74,22 +76,21 @@ def translation_schema(languages: list[str]) -> dict[str, Any]:
     }
 
 
-def translation_request(model: str, html: str, languages: list[str], *, max_output_tokens: int,
-                        temperature: float | None) -> dict[str, Any]:
+def translation_request(rules: ModelRules, html: str, languages: list[str], *, max_tokens: int,
+                        reasoning_effort: str | None, temperature: float | None) -> dict[str, Any]:
+    """The target languages travel with the text, so the instructions stay the same for every call."""
     targets = ", ".join(f"{code} ({language_name(code)})" for code in languages)
     request: dict[str, Any] = {
-        "model": model,
-        "instructions": TRANSLATION_INSTRUCTIONS + f"\nTarget languages: {targets}.",
-        "input": [{"role": "user", "content": [{"type": "input_text", "text": html}]}],
+        "model": rules.name,
+        "instructions": TRANSLATION_INSTRUCTIONS,
+        "input": [{"role": "user", "content": [
+            {"type": "input_text", "text": f"Target languages: {targets}."},
+            {"type": "input_text", "text": html},
+        ]}],
         "text": {"format": {"type": "json_schema", "name": "translations", "strict": True,
                             "schema": translation_schema(languages)}},
-        "max_output_tokens": max_output_tokens * max(1, len(languages)),
+        "max_output_tokens": rules.output_limit(max_tokens * max(1, len(languages)), reasoning_effort),
+        "store": False,
     }
-    if temperature is not None and not is_reasoning_model(model):
-        request["temperature"] = temperature
+    request.update(rules.request_options(reasoning_effort, temperature))
     return request
-
-
-def is_reasoning_model(model: str) -> bool:
-    name = model.lower()
-    return name.startswith(("o1", "o3", "o4", "gpt-5"))

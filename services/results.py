@@ -14,6 +14,7 @@ from database import Database
 from database.models import AnyJob, BatchLot, BatchResult
 from services.clock import iso
 from services.findings import lot_fields
+from services.jobs import token_usage
 
 PAGE = 500
 
@@ -36,8 +37,8 @@ def summary(job: AnyJob) -> dict[str, Any]:
         "failed_lots": job.failed_lots,
         "total_images_processed": job.total_images_processed,
         "total_processing_time": processing_time(job),
-        "token_usage": {"input_tokens": job.input_tokens, "output_tokens": job.output_tokens,
-                        "total_tokens": job.total_tokens},
+        "token_usage": token_usage(job),
+        "cost_usd": round(job.cost_usd or 0.0, 6),
     }
 
 
@@ -53,6 +54,10 @@ def lot_view(lot: BatchLot, languages: list[str], texts: dict[str, str]) -> dict
     }
     if lot.status == "completed":
         view.update(lot_fields(lot.findings))
+    if lot.input_tokens or lot.output_tokens:
+        view["usage"] = {"input_tokens": lot.input_tokens, "cached_input_tokens": lot.cached_input_tokens,
+                         "output_tokens": lot.output_tokens, "reasoning_tokens": lot.reasoning_tokens,
+                         "cost_usd": round(lot.cost_usd or 0.0, 6)}
     if lot.status == "failed":
         view["error"] = lot.error_message or "Processing failed"
     return view

@@ -118,6 +118,7 @@ def base_config(database_url: str, sandbox_url: str, tmp_path) -> dict:
         "DATABASE_URL": database_url,
         "OPENAI_BASE_URL": sandbox_url,
         "OPENAI_API_KEY": "",
+        "OPENAI_SANDBOX": "true",
         "OPENAI_MAX_RETRIES": "0",
         "ALLOW_PRIVATE_URLS": "true",
         "OUTBOUND_ALLOWED_HOSTS": "127.0.0.1,localhost,::1",

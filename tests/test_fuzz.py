@@ -48,7 +48,7 @@ def fuzz_live(pg_url, sandbox_server, tmp_path_factory):
 
 def document_schema():
     """The document as the app builds it; the same dict the live server serves."""
-    return schemathesis.openapi.from_dict(build_document(Settings.from_env({"SHARED_KEY": TEST_KEY, "TESTING": "true"})))
+    return schemathesis.openapi.from_dict(build_document(Settings.from_env({"SHARED_KEY": TEST_KEY, "TESTING": "true", "OPENAI_SANDBOX": "true"})))
 
 
 SCHEMA = document_schema()

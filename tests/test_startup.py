@@ -18,9 +18,18 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def test_main_runs_with_no_environment(tmp_path):
+def test_main_without_a_key_or_the_sandbox_flag_refuses_to_start(tmp_path):
+    env = {"PATH": os.environ["PATH"], "PYTHONPATH": ROOT, "PORT": str(free_port())}
+    done = subprocess.run([sys.executable, os.path.join(ROOT, "main.py")], cwd=tmp_path, env=env,
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode != 0
+    assert "OPENAI_SANDBOX" in done.stderr and "OPENAI_API_KEY" in done.stderr
+
+
+def test_main_runs_with_no_environment_but_the_sandbox_flag(tmp_path):
+    """What `make run` does: nothing configured but OPENAI_SANDBOX=true."""
     port = free_port()
-    env = {"PATH": os.environ["PATH"], "PYTHONPATH": ROOT, "PORT": str(port)}
+    env = {"PATH": os.environ["PATH"], "PYTHONPATH": ROOT, "PORT": str(port), "OPENAI_SANDBOX": "true"}
     process = subprocess.Popen([sys.executable, os.path.join(ROOT, "main.py")], cwd=tmp_path, env=env,
                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     try:

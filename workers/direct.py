@@ -35,7 +35,8 @@ class DirectRunner:
         except UpstreamError as exc:
             if exc.rate_limited:
                 return exc
-            return Outcome(lot.seq, error=(exc.details or {}).get("openai_error") or exc.message)
+            return Outcome(lot.seq, error=(exc.details or {}).get("openai_error") or exc.message,
+                           refused=exc.refused)
 
     def _answers(self, lots: list[BatchLot]) -> list[Outcome | UpstreamError]:
         """Call the model for each lot, renewing the lease while the calls run.
@@ -76,4 +77,6 @@ class DirectRunner:
             with self.db.transaction() as session:
                 self.lease.fence(session)
                 self.add_usage(session, self.stage.apply(session, outcomes, None))
+        if self.stage.refused:
+            return "refused"
         return "backoff" if limited else "again"

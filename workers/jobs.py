@@ -17,7 +17,7 @@ from sqlalchemy import func, select, update
 
 from database.models import JOB_ACTIVE, BatchJob, BatchLot, OpenAIBatch
 from database.models.openai_batches import SHARD_OPEN
-from services import webhooks
+from services import costs, webhooks
 from services.clock import utcnow
 from services.images import required_images
 from services.jobs import fail_unfinished_lots, final_counters, lot_counts
@@ -125,10 +125,14 @@ class JobRunner:
     def _add_usage(self, job: BatchJob):
         """Tokens are added in the transaction that stores the answers, so a crash cannot lose or repeat them."""
         def add(session, usage: Usage) -> None:
-            if usage.input_tokens or usage.output_tokens:
+            if not usage.empty:
                 session.execute(update(BatchJob).where(BatchJob.id == job.id).values(
                     input_tokens=BatchJob.input_tokens + usage.input_tokens,
-                    output_tokens=BatchJob.output_tokens + usage.output_tokens))
+                    output_tokens=BatchJob.output_tokens + usage.output_tokens,
+                    cached_input_tokens=BatchJob.cached_input_tokens + usage.cached_input_tokens,
+                    reasoning_tokens=BatchJob.reasoning_tokens + usage.reasoning_tokens,
+                    cost_usd=BatchJob.cost_usd + usage.cost_usd))
+                costs.record(session, usage.cost_usd, mode="batch")
         return add
 
     # ---- stages ------------------------------------------------------------------------------
@@ -183,6 +187,11 @@ class JobRunner:
                                  self.settings.batch_shard_max_bytes, self.lease, add,
                                  self.settings.crash_after, self._renewing).advance()
         self._refresh(job)
+        if state == "refused":
+            # OpenAI refused the requests as configured: every other lot would be refused (and billed) too
+            log.error("job %s: %s", job.id, stage.refused)
+            self.finish(job, "failed", stage.refused)
+            return 0.0
         if state == "done":
             values = {"stage": next_stage}
             if next_stage == "translation":
@@ -224,8 +233,10 @@ class JobRunner:
                 fail_unfinished_lots(session, job.id, error_message or f"job {status}")
             # the final counts are part of the ending: a webhook sent (or a crash) right after the commit
             # must never see the job ended with the counters of a moment before
-            session.execute(update(BatchJob).where(BatchJob.id == job.id)
-                            .values(**self._counters(session, job, final=True)))
+            final = self._counters(session, job, final=True)
+            session.execute(update(BatchJob).where(BatchJob.id == job.id).values(**final))
+            # the completed lots are what the per-lot cost estimate divides the day's batch spending by
+            costs.record(session, 0.0, mode="batch", lots=final["processed_lots"])
             session.flush()
             ended = session.get(BatchJob, job.id)
             session.refresh(ended)

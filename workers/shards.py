@@ -23,7 +23,7 @@ from database.models import BatchJob, BatchLot, OpenAIBatch
 from database.models.openai_batches import SHARD_OPEN
 from services.batches import ShardCutter, parse_output_line, request_line
 from services.errors import UpstreamError
-from services.openai_client import OpenAIGateway, Usage
+from services.openai_client import REFUSED_CODES, OpenAIGateway, Usage, refusal_reason
 from workers import faults
 from workers.leases import Lease
 from workers.stages import Outcome, Stage
@@ -56,6 +56,7 @@ class ShardManager:
         self.add_usage = add_usage
         self.crash_after = crash_after
         self.renewing = renewing
+        stage.batch_api = True
 
     def _crash_point(self, step: str) -> None:
         faults.crash_point(self.crash_after, f"{self.stage.kind}_{step}")
@@ -182,12 +183,14 @@ class ShardManager:
         for file_id in (batch.output_file_id, batch.error_file_id):
             if file_id:
                 self._collect_file(shard, file_id)
-        reason = self._unanswered_reason(batch)
+        reason, refused = self._unanswered_reason(batch)
+        if refused:
+            self.stage.refused = self.stage.refused or reason
         for lots in self._pages(self.stage.shard_column == shard.shard):
             with self.db.transaction() as session:
                 self.lease.fence(session)
                 for lot in lots:
-                    self.stage.fail_or_retry(session, lot, reason)
+                    self.stage.fail_or_retry(session, lot, reason, refused=refused)
         self._set(shard, status="collected", output_file_id=batch.output_file_id, error_file_id=batch.error_file_id,
                   error_message=None if batch.status == "completed" else reason)
         log.info("job %s: %s shard %d collected (%s)", self.job.id, self.stage.kind, shard.shard, batch.status)
@@ -198,7 +201,12 @@ class ShardManager:
             line = parse_output_line(raw)
             if line.seq is None:
                 continue
-            page.append(Outcome(line.seq, body=line.body, error=line.error))
+            if line.code in REFUSED_CODES:
+                reason = refusal_reason(self.stage.kind, self.ai.models.model_for(self.stage.kind), line.code,
+                                        line.param, line.error or "")
+                page.append(Outcome(line.seq, error=reason, refused=True))
+            else:
+                page.append(Outcome(line.seq, body=line.body, error=line.error))
             if len(page) >= PAGE:
                 self._apply(page, shard.shard)
                 page = []
@@ -211,18 +219,24 @@ class ShardManager:
             self.add_usage(session, self.stage.apply(session, outcomes, shard))
         self._crash_point("lines_applied")
 
-    @staticmethod
-    def _unanswered_reason(batch) -> str:
+    def _unanswered_reason(self, batch) -> tuple[str, bool]:
+        """Why the lots still waiting got no answer, and whether OpenAI refused them as configured
+        (a batch failed at validation for its model or parameters: resubmitting would fail again)."""
         if batch.status == "expired":
-            return "the OpenAI batch expired before this request ran"
+            return "the OpenAI batch expired before this request ran", False
         if batch.status == "failed":
             errors = getattr(batch, "errors", None)
             data = getattr(errors, "data", None) or []
-            first = data[0].message if data and getattr(data[0], "message", None) else "no reason given"
-            return f"the OpenAI batch failed: {first}"
+            first = data[0] if data else None
+            message = getattr(first, "message", None) or "no reason given"
+            code = getattr(first, "code", None)
+            if code in REFUSED_CODES:
+                model = self.ai.models.model_for(self.stage.kind)
+                return refusal_reason(self.stage.kind, model, code, getattr(first, "param", None), message), True
+            return f"the OpenAI batch failed: {message}", False
         if batch.status == "cancelled":
-            return "the OpenAI batch was cancelled"
-        return "the OpenAI batch returned no answer for this request"
+            return "the OpenAI batch was cancelled", False
+        return "the OpenAI batch returned no answer for this request", False
 
     def cancel_open(self) -> None:
         """Cancel the OpenAI batch of every open shard, including one created but not recorded before a crash."""
@@ -262,6 +276,8 @@ class ShardManager:
                 self.submit(shard)
             if shard.status == "submitted":
                 self.poll(shard)
+            if self.stage.refused:
+                return "refused"
             self.lease.renew()
         if self.unassigned_waiting():
             return "again"

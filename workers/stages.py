@@ -18,7 +18,7 @@ from services.clock import utcnow
 from services.errors import ServiceError
 from services.findings import photo_indexes
 from services.generation import is_english
-from services.openai_client import OpenAIGateway, Usage
+from services.openai_client import OpenAIGateway, UnusableAnswer, Usage
 
 
 @dataclass
@@ -28,6 +28,17 @@ class Outcome:
     body: dict[str, Any] | None = None
     error: str | None = None
     usage: Usage = field(default_factory=Usage)
+    # OpenAI refused the request as configured (model_not_found, unsupported_parameter/value)
+    refused: bool = False
+
+
+def lot_usage_values(lot: BatchLot, usage: Usage) -> dict[str, Any]:
+    """The lot's usage columns after this stage's answer (the write is conditional, so it is added once)."""
+    return {"input_tokens": (lot.input_tokens or 0) + usage.input_tokens,
+            "cached_input_tokens": (lot.cached_input_tokens or 0) + usage.cached_input_tokens,
+            "output_tokens": (lot.output_tokens or 0) + usage.output_tokens,
+            "reasoning_tokens": (lot.reasoning_tokens or 0) + usage.reasoning_tokens,
+            "cost_usd": (lot.cost_usd or 0.0) + usage.cost_usd}
 
 
 class Stage:
@@ -39,6 +50,10 @@ class Stage:
         self.ai = ai
         self.job = job
         self.max_attempts = max_attempts
+        # answers of Batch API lines are priced at the Batch price (set by the shard manager)
+        self.batch_api = False
+        # the reason OpenAI refused this stage's requests as configured; the job ends with it
+        self.refused: str | None = None
 
     @property
     def shard_column(self):
@@ -74,24 +89,29 @@ class Stage:
             if outcome.body is not None:
                 try:
                     values, results, line_usage = self.success_values(lot, outcome.body)
-                except ServiceError as exc:
+                except UnusableAnswer as exc:
                     # an answer we cannot use was still billed: its tokens count
                     outcome = Outcome(lot.seq, error=(exc.details or {}).get("openai_error") or exc.message,
-                                      usage=Usage.of(outcome.body.get("usage")))
+                                      usage=exc.usage)
+                except ServiceError as exc:
+                    outcome = Outcome(lot.seq, error=(exc.details or {}).get("openai_error") or exc.message)
                 else:
-                    done.append((lot.id, values))
+                    done.append((lot.id, {**values, **lot_usage_values(lot, line_usage)}))
                     rows += results
                     usage.add(line_usage)
                     continue
             usage.add(outcome.usage)
-            self.fail_or_retry(session, lot, outcome.error or "no answer")
+            if outcome.refused:
+                self.refused = self.refused or outcome.error
+            self.fail_or_retry(session, lot, outcome.error or "no answer", refused=outcome.refused)
         self._update_many(session, done)
         insert_ignore(session, BatchResult, rows)
         return usage
 
-    def fail_or_retry(self, session: Session, lot: BatchLot, error: str) -> None:
+    def fail_or_retry(self, session: Session, lot: BatchLot, error: str, refused: bool = False) -> None:
+        """Send the lot to a later shard, or fail it once its attempts are spent (at once when refused)."""
         attempts = getattr(lot, self.attempts_column.key) + 1
-        if attempts < self.max_attempts:
+        if attempts < self.max_attempts and not refused:
             self._update(session, lot, {self.shard_column.key: None, self.attempts_column.key: attempts})
         else:
             self._update(session, lot, {"status": "failed", self.attempts_column.key: attempts,
@@ -126,7 +146,7 @@ class VisionStage(Stage):
 
     def success_values(self, lot, body):
         usable = lot.usable_images or []
-        result = self.ai.read_vision(body, photo_indexes(lot.image_urls, usable))
+        result = self.ai.read_vision(body, photo_indexes(lot.image_urls, usable), batch=self.batch_api)
         return ({"status": "described", "description_en": result.html, "findings": result.report,
                  "processed_images": len(usable)}, [], result.usage)
 
@@ -148,7 +168,7 @@ class TranslationStage(Stage):
         return self.ai.translation_body(lot.description_en or "", self.targets)
 
     def success_values(self, lot, body):
-        result = self.ai.read_translation(body, self.targets) if body else None
+        result = self.ai.read_translation(body, self.targets, batch=self.batch_api) if body else None
         texts = result.texts if result else {}
         rows = [{"job_id": self.job.id, "lot_pk": lot.id, "language": code,
                  "damages": lot.description_en if is_english(code) else texts[code], "created_at": utcnow()}

@@ -30,6 +30,6 @@ def read_json_object() -> dict:
 
 
 def init_app(app: Flask) -> None:
-    from app.api import deliveries, generate, jobs  # noqa: F401  (routes register on import)
+    from app.api import deliveries, estimate, generate, jobs  # noqa: F401  (routes register on import)
 
     app.register_blueprint(bp)

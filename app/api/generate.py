@@ -6,7 +6,7 @@ from flask import jsonify, request
 from app import auth
 from app.api import bp, read_json_object, runtime
 from app.schemas import parse_generate, parse_url_list, require_lots_list
-from services import jobs
+from services import costs, jobs
 from services.clock import iso, utcnow
 from services.images import required_images
 
@@ -27,8 +27,10 @@ def generate_descriptions():
             rt.worker.wake()
         return jsonify(jobs.accepted_view(job)), 201
     lot = req.lots[0]
+    costs.check_budget(rt.db, 1, "sync", s)
     with rt.metrics.duration.labels(mode="sync").time():
         described = rt.generator.describe(lot.lot_id, lot.image_urls, lot.additional_info, req.languages)
+    costs.record_sync(rt.db, described.usage.cost_usd)
     rt.metrics.requests.labels(mode="sync").inc()
     return jsonify({
         "version": req.version,
@@ -36,6 +38,7 @@ def generate_descriptions():
         "total_lots": 1,
         "processed_at": iso(utcnow()),
         "lots": [described.as_dict(req.languages)],
+        "cost_usd": round(described.usage.cost_usd, 6),
     })
 
 

@@ -56,7 +56,17 @@ def generate_operation(s: Settings) -> dict[str, Any]:
                                                 "required", "Validation failed",
                                                 {"missing_images": ["https://photos.example.com/xc60-left.jpg"],
                                                  "usable_images": 0, "required_images": 1})),
-            "429": shared("RateLimited"),
+            "429": {**error_response(
+                "Too many requests in the current window (RATE_LIMITED), or the request's estimated cost would take "
+                "today's OpenAI spending past MAX_DAILY_COST_USD (BUDGET_EXCEEDED, until the next UTC day).",
+                limited=error_example("RATE_LIMITED", "Rate limit exceeded (10 per 1 minute); retry after the time "
+                                      "in Retry-After", "Too many requests"),
+                budget=error_example("BUDGET_EXCEEDED", "This request's estimated cost ($250.0000) would take "
+                                     "today's OpenAI spending past the daily budget of $200.00; retry after the "
+                                     "next UTC day starts", "Too many requests",
+                                     {"estimated_cost_usd": 250.0, "daily_budget_usd": 200.0,
+                                      "spent_today_usd": 12.5, "within_budget": False})),
+                "headers": {"Retry-After": {"$ref": "#/components/headers/Retry-After"}}},
             "500": shared("InternalError"),
             "502": error_response("OpenAI failed to answer a single-lot request.", upstream=error_example(
                 "OPENAI_API_ERROR", "OpenAI API request failed", "External service error",
@@ -68,6 +78,40 @@ def generate_operation(s: Settings) -> dict[str, Any]:
             "504": error_response("OpenAI did not answer a single-lot request in time.", timeout=error_example(
                 "OPENAI_TIMEOUT", "OpenAI API request timed out", "External service timeout",
                 {"openai_error": "OpenAI API request timed out", "api": "vision"})),
+        },
+    }
+
+
+def estimate_operation(s: Settings) -> dict[str, Any]:
+    budget = f"${s.max_daily_cost_usd:,.2f} a UTC day" if s.max_daily_cost_usd else "off on this instance"
+    return {
+        "operationId": "estimateCost",
+        "tags": ["Generation"],
+        "summary": "What a request would cost",
+        "description": (
+            "Takes the body of generate-descriptions, signed the same way, validates it the same way, and answers "
+            "its estimated OpenAI cost: the average cost per lot of the last days' completed work (a configured "
+            "default before there is any), batch lots at the Batch API's half price. Nothing is created or paid "
+            f"for. The daily budget (MAX_DAILY_COST_USD) is {budget}; generate-descriptions answers 429 "
+            "BUDGET_EXCEEDED, with Retry-After until the next UTC day, for a request that would pass it."),
+        "security": SIGNED_IN_BODY_OR_HEADER,
+        "requestBody": json_body(ref("GenerateRequest"), {"batch": BATCH_REQUEST}),
+        "responses": {
+            "200": response("The estimate.", ref("Estimate"), {"estimate": {
+                "total_lots": 3, "processing_mode": "batch", "estimated_cost_usd": 0.015, "per_lot_usd": 0.005,
+                "basis": "configured default (no completed work yet)", "spent_today_usd": 0.0,
+                "reserved_usd": 0.0, "daily_budget_usd": None, "within_budget": True, "languages": ["en", "de"],
+                "models": {"vision": s.openai_model_vision, "translation": s.openai_model_translation}}}),
+            "400": shared("BadRequest"),
+            "401": shared("MissingSignature"),
+            "403": shared("InvalidSignature"),
+            "413": shared("PayloadTooLarge"),
+            "422": error_response("Photo URLs, webhook URLs or language codes that cannot be used.",
+                                  unsupported_language=error_example("UNSUPPORTED_LANGUAGE", "Unsupported language "
+                                                                     "codes", "Validation failed",
+                                                                     {"unsupported_languages": ["xx"]})),
+            "429": shared("RateLimited"),
+            "500": shared("InternalError"),
         },
     }
 
@@ -213,6 +257,7 @@ def all_paths(s: Settings) -> dict[str, Any]:
     return {
         "/api/v1/generate-descriptions": {"post": generate_operation(s)},
         "/api/v1/test-image-validation": {"post": image_validation_operation()},
+        "/api/v1/estimate": {"post": estimate_operation(s)},
         "/api/v1/batch-status/{job_id}": {"get": status_operation()},
         "/api/v1/batch-results/{job_id}": {"get": results_operation()},
         "/api/v1/batch-results/{job_id}/download": {"get": download_operation()},

@@ -354,6 +354,7 @@ def service_env(database_url: str, openai_base_url: str, workdir: str | os.PathL
         "SHARED_KEY": shared_key,
         "OPENAI_BASE_URL": openai_base_url,
         "OPENAI_API_KEY": "",
+        "OPENAI_SANDBOX": "true",
         "ALLOW_PRIVATE_URLS": "true",
         "OUTBOUND_ALLOWED_HOSTS": "127.0.0.1,localhost,::1",
         "RATELIMIT_ENABLED": "false",

@@ -1,0 +1,19 @@
+"""What OpenAI cost per UTC day: the daily budget and the per-lot estimate are read from here."""
+from __future__ import annotations
+
+from datetime import date
+
+from sqlalchemy import Date, Float, Integer, String
+from sqlalchemy.orm import Mapped, mapped_column
+
+from database.models.base import Base
+
+
+class CostLedger(Base):
+    """One row per UTC day and mode (``sync`` or ``batch``): dollars spent and lots completed."""
+    __tablename__ = "cost_ledger"
+
+    day: Mapped[date] = mapped_column(Date, primary_key=True)
+    mode: Mapped[str] = mapped_column(String(8), primary_key=True)
+    cost_usd: Mapped[float] = mapped_column(Float, default=0.0, server_default="0")
+    lots: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
