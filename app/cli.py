@@ -253,6 +253,13 @@ def cmd_submit(args: argparse.Namespace) -> int:
     return write_job_results(client, final, args.out)
 
 
+def cmd_estimate(args: argparse.Namespace) -> int:
+    loaded = load_request(args.file)
+    languages = parse_languages(args.languages) or loaded.languages or ["en"]
+    print_json(client_from(args).estimate(loaded.lots, languages, loaded.version or "1.0.0"))
+    return 0
+
+
 def write_job_results(client: GenerationClient, status: dict[str, Any], out: str | None) -> int:
     """A completed job's results (a JSON file is streamed to disk), or a failed or cancelled job's lots and exit 1."""
     job_id, languages = status["job_id"], status.get("languages") or []
@@ -499,6 +506,11 @@ def build_parser() -> argparse.ArgumentParser:
     submit.add_argument("--poll-interval", type=positive_float, default=2.0, help="seconds between polls (default 2)")
     submit.add_argument("--wait-timeout", type=positive_float, help="give up waiting after this many seconds")
     submit.add_argument("--out", help="write the results to this .json or .csv file instead of stdout")
+
+    estimate = command("estimate", cmd_estimate, "what sending a file would cost in dollars (nothing is sent to "
+                                                 "OpenAI)")
+    estimate.add_argument("file", help="the same input as submit")
+    estimate.add_argument("--languages", help="comma-separated codes (default: the file's, else en)")
 
     jobs = command("jobs", cmd_jobs, "list batch jobs, newest first")
     jobs.add_argument("--status", choices=("pending", "processing", "translating", "completed", "failed", "cancelled"))

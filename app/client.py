@@ -309,10 +309,16 @@ class GenerationClient:
             raise ValueError("a batch job needs at least 2 lots; use generate_sync for one")
         return self._generate(list(lots), languages, version, expect=201, timeout=self.timeout)
 
-    def _generate(self, lots: list, languages: Sequence[str], version: str, expect: int, timeout: float):
+    def estimate(self, lots: Sequence[Lot], languages: Sequence[str] = ("en",),
+                 version: str = "1.0.0") -> dict[str, Any]:
+        """What sending these lots would cost, and whether today's budget allows it; nothing is created."""
+        return self._generate(list(lots), languages, version, expect=200, timeout=self.timeout, route="estimate")
+
+    def _generate(self, lots: list, languages: Sequence[str], version: str, expect: int, timeout: float,
+                  route: str = "generate-descriptions"):
         body = {"signature": sign_lots(self.key, lots), "version": version, "languages": list(languages),
                 "lots": lots}
-        response = self._send("POST", f"{API}/generate-descriptions", json_body=body, timeout=timeout)
+        response = self._send("POST", f"{API}/{route}", json_body=body, timeout=timeout)
         return self._json(response, expect)
 
     # -- polling -----------------------------------------------------------------------------------

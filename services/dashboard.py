@@ -14,6 +14,7 @@ from sqlalchemy.orm import Session
 
 from database import Database
 from database.models import JOB_STATUSES, BatchJob, BatchLot, BatchResult, WebhookDelivery
+from services import costs
 from services.clock import iso
 from services.jobs import completion_percentage, current_stage
 from services.findings import lot_fields
@@ -69,6 +70,9 @@ def webhook_counts(session: Session, job_ids: Iterable[str]) -> dict[str, dict[s
     return counts
 
 
+DAYS_OF_COSTS = 7
+
+
 def job_summary(job: BatchJob, webhooks: dict[str, int]) -> dict[str, Any]:
     return {
         "id": job.id,
@@ -82,7 +86,10 @@ def job_summary(job: BatchJob, webhooks: dict[str, int]) -> dict[str, Any]:
         "failed_lots": job.failed_lots,
         "translated_lots": job.translated_lots,
         "languages": list(job.languages or []),
-        "tokens": {"input": job.input_tokens or 0, "output": job.output_tokens or 0, "total": job.total_tokens},
+        "tokens": {"input": job.input_tokens or 0, "output": job.output_tokens or 0, "total": job.total_tokens,
+                   "cached": job.cached_input_tokens or 0, "reasoning": job.reasoning_tokens or 0},
+        "cost_usd": round(job.cost_usd or 0.0, 4),
+        "estimated_cost_usd": round(job.estimated_cost_usd or 0.0, 4),
         "webhooks": webhooks,
         "webhook_configured": job.webhook_configured,
         "created_at": iso(job.created_at),
@@ -113,7 +120,7 @@ def jobs_overview(db: Database, page: Any = 1, status: str | None = None) -> dic
         jobs = session.scalars(query.limit(current.size).offset(current.offset)).all()
         hooks = webhook_counts(session, [job.id for job in jobs])
     return {"jobs": [job_summary(job, hooks[job.id]) for job in jobs], "counts": counts, "status": status,
-            "page": current.as_dict()}
+            "page": current.as_dict(), "daily_costs": costs.daily_totals(db, DAYS_OF_COSTS)}
 
 
 def delivery_row(delivery: WebhookDelivery) -> dict[str, Any]:

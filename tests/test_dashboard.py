@@ -200,7 +200,8 @@ def test_job_list_shows_progress_stage_tokens_and_webhook_counts(board, admin):
     done = feed["jobs"][1]
     assert done["status"] == "completed" and done["completion_percentage"] == 100.0
     assert (done["processed_lots"], done["failed_lots"], done["total_lots"]) == (2, 1, 3)
-    assert done["tokens"] == {"input": 1200, "output": 345, "total": 1545}
+    assert done["tokens"] == {"input": 1200, "output": 345, "total": 1545, "cached": 0, "reasoning": 0}
+    assert done["cost_usd"] == 0.0
     assert done["webhooks"] == {"delivered": 2, "pending": 1, "failed": 1}
     assert feed["jobs"][0]["stage"] == "queued" and feed["jobs"][0]["webhooks"] == {
         "delivered": 0, "pending": 0, "failed": 0}

@@ -1,0 +1,120 @@
+"""Dollars: every answer priced from the registry, per lot, per job and per day; the estimate and the budget."""
+from __future__ import annotations
+
+import json
+from datetime import datetime, timezone
+
+import pytest
+import requests
+
+from app.cli import main as cli_main
+from services.costs import seconds_to_next_day
+from services.models import registry
+from tests.support.client import TEST_KEY, Api, body_signature, lot
+
+
+def _lots(image_server, count: int, prefix: str = "c"):
+    return [lot(f"{prefix}-{i}", [image_server.url(f"/img/{prefix}{i}-1.jpg"), image_server.url(f"/img/{prefix}{i}-2.jpg")])
+            for i in range(count)]
+
+
+def _estimate(api: Api, lots, languages=("en", "de")):
+    return api.http.post(f"{api.base}/api/v1/estimate", timeout=60, json={
+        "signature": body_signature(lots), "version": "1.0.0", "languages": list(languages), "lots": lots})
+
+
+def _priced(usage: dict, model: str, batch: bool) -> float:
+    return registry().cost(model, usage["input_tokens"], usage["cached_input_tokens"], usage["output_tokens"],
+                           batch=batch)
+
+
+def test_a_sync_answer_carries_its_cost_at_the_standard_price(api: Api, image_server):
+    answer = api.generate(_lots(image_server, 1), languages=["en", "de", "fr"])
+    assert answer.status_code == 200, answer.text
+    body = answer.json()
+    usage = body["lots"][0]["usage"]
+    assert usage["input_tokens"] > 0 and usage["output_tokens"] > 0 and usage["reasoning_tokens"] > 0
+    assert body["cost_usd"] == pytest.approx(usage["cost_usd"], abs=1e-6) and body["cost_usd"] > 0
+
+
+def test_a_batch_job_is_priced_per_lot_and_per_job_at_the_batch_price(api: Api, image_server):
+    accepted = api.generate(_lots(image_server, 4), languages=["en", "de"]).json()
+    status = api.wait_status(accepted["job_id"])
+    assert status["status"] == "completed", status
+    details = status["processing_details"]
+    assert details["cost_usd"] > 0 and details["estimated_cost_usd"] > 0
+    results = api.results(accepted["job_id"]).json()
+    summary = results["processing_summary"]
+    lots = results["results"]["lots"]
+    assert summary["cost_usd"] == pytest.approx(sum(item["usage"]["cost_usd"] for item in lots), abs=1e-5)
+    assert summary["cost_usd"] == pytest.approx(details["cost_usd"], abs=1e-6)
+    tokens = summary["token_usage"]
+    assert tokens["input_tokens"] == sum(item["usage"]["input_tokens"] for item in lots)
+    assert tokens["reasoning_tokens"] == sum(item["usage"]["reasoning_tokens"] for item in lots) > 0
+    # vision (gpt-6.1-terra) and translation (gpt-6-luna) lines are both at half price: the job costs no more
+    # than all its tokens at the dearer model's Batch price, and no less than at the cheaper one's
+    dear, cheap = _priced(tokens, "gpt-6.1-terra", batch=True), _priced(tokens, "gpt-6-luna", batch=True)
+    assert cheap <= summary["cost_usd"] <= dear
+    assert summary["cost_usd"] < _priced(tokens, "gpt-6.1-terra", batch=False)
+
+
+def test_the_estimate_starts_from_the_configured_default_and_then_learns(make_live, image_server):
+    live = make_live(COST_ESTIMATE_PER_LOT_USD="0.02")
+    api = Api(live.url)
+    lots = _lots(image_server, 10, prefix="e")
+    first = _estimate(api, lots)
+    assert first.status_code == 200, first.text
+    guess = first.json()
+    assert guess["processing_mode"] == "batch" and guess["total_lots"] == 10
+    assert guess["per_lot_usd"] == pytest.approx(0.01) and guess["estimated_cost_usd"] == pytest.approx(0.1)
+    assert guess["basis"].startswith("configured default") and guess["within_budget"] is True
+    assert _estimate(api, lots[:1]).json()["per_lot_usd"] == pytest.approx(0.02)  # one lot: sync, full price
+    job = api.generate(lots[:3], languages=["en", "de"]).json()
+    done = api.wait_status(job["job_id"])
+    learned = _estimate(api, lots).json()
+    assert learned["basis"].startswith("average of 3 batch lots")
+    assert learned["per_lot_usd"] == pytest.approx(done["processing_details"]["cost_usd"] / 3, rel=1e-6)
+    assert learned["spent_today_usd"] == pytest.approx(done["processing_details"]["cost_usd"], rel=1e-6)
+
+
+def test_an_unsigned_estimate_is_refused(api: Api, image_server):
+    lots = _lots(image_server, 2)
+    answer = api.http.post(f"{api.base}/api/v1/estimate", json={"languages": ["en"], "lots": lots}, timeout=30)
+    assert answer.status_code == 401 and answer.json()["code"] == "MISSING_SIGNATURE"
+    wrong = api.http.post(f"{api.base}/api/v1/estimate", timeout=30, json={
+        "signature": body_signature(lots, "another-key-of-at-least-thirty-two-chars"), "lots": lots})
+    assert wrong.status_code == 403
+
+
+def test_a_request_that_would_pass_the_daily_budget_is_refused_until_the_next_day(make_live, image_server):
+    live = make_live(MAX_DAILY_COST_USD="0.05", COST_ESTIMATE_PER_LOT_USD="0.01")
+    api = Api(live.url)
+    small = api.generate(_lots(image_server, 4, prefix="s"), languages=["en", "de"])  # estimated 4 x $0.005
+    assert small.status_code == 201, small.text
+    big = api.generate(_lots(image_server, 20, prefix="g"), languages=["en", "de"])  # $0.10 on top
+    assert big.status_code == 429, big.text
+    error = big.json()
+    assert error["code"] == "BUDGET_EXCEEDED" and error["details"]["daily_budget_usd"] == 0.05
+    assert error["details"]["reserved_usd"] >= 0 and error["details"]["within_budget"] is False
+    retry = int(big.headers["Retry-After"])
+    assert 0 < retry <= 86_401
+    assert abs(retry - seconds_to_next_day(datetime.now(timezone.utc))) < 60
+    estimate = _estimate(api, _lots(image_server, 20, prefix="g")).json()
+    assert estimate["within_budget"] is False and estimate["daily_budget_usd"] == 0.05
+
+
+def test_dollars_reach_the_metrics(api: Api, live, image_server):
+    assert api.generate(_lots(image_server, 1, prefix="m"), languages=["en", "de"]).status_code == 200
+    text = requests.get(f"{live.url}/metrics", timeout=10).text
+    assert 'openai_cost_usd_total{api="responses",model="gpt-6.1-terra"}' in text
+    assert 'openai_cost_usd_total{api="responses",model="gpt-6-luna"}' in text
+    assert 'openai_model_shutdown_timestamp_seconds{model="gpt-6.1-terra",setting="OPENAI_MODEL_VISION"} 0.0' in text
+
+
+def test_genservice_estimate_prints_the_estimate(live, image_server, tmp_path, capsys):
+    path = tmp_path / "lots.json"
+    path.write_text(json.dumps(_lots(image_server, 5, prefix="x")))
+    assert cli_main(["estimate", str(path), "--url", live.url, "--key", TEST_KEY, "--languages", "en,de"]) == 0
+    printed = json.loads(capsys.readouterr().out)
+    assert printed["total_lots"] == 5 and printed["estimated_cost_usd"] > 0
+    assert printed["models"] == {"vision": "gpt-6.1-terra", "translation": "gpt-6-luna"}
