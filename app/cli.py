@@ -486,7 +486,9 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--config", help="gunicorn config file (default: ./gunicorn.conf.py when present)")
 
     command("worker", cmd_worker, "run the background worker without HTTP until SIGTERM/SIGINT", client=False)
-    sandbox = command("sandbox", cmd_sandbox, "run the OpenAI-compatible sandbox (options: genservice sandbox -h)",
+    sandbox = command("sandbox", cmd_sandbox, "run the OpenAI-compatible sandbox on 127.0.0.1; its control token is "
+                      "printed at start unless given by --control-token or $SANDBOX_CONTROL_TOKEN (options: "
+                      "genservice sandbox -h)",
                       client=False, add_help=False)
     sandbox.add_argument("sandbox_args", nargs=argparse.REMAINDER)
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import secrets
 import shutil
 import signal
 import socket
@@ -30,6 +31,9 @@ if ROOT not in sys.path:
 HOST = "127.0.0.1"
 PG_ADMIN_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
 BENCH_KEY = "bench-shared-key-0123456789-abcdefghijklmnop"
+# the sandbox's control endpoints want a token; each bench run makes its own
+SANDBOX_CONTROL_TOKEN = secrets.token_urlsafe(24)
+SANDBOX_CONTROL_HEADERS = {"X-Sandbox-Token": SANDBOX_CONTROL_TOKEN}
 PYTHON = sys.executable
 
 _started = time.monotonic()
@@ -130,14 +134,15 @@ class Process:
             return b"\n".join(fh.read().splitlines()[-lines:]).decode(errors="replace")
 
 
-def wait_http(url: str, timeout: float, process: Process | None = None, ok=(200,)) -> None:
+def wait_http(url: str, timeout: float, process: Process | None = None, ok=(200,),
+              headers: dict[str, str] | None = None) -> None:
     deadline = time.monotonic() + timeout
     last = None
     while time.monotonic() < deadline:
         if process is not None and not process.alive():
             raise RuntimeError(f"{process.name} exited with {process.proc.returncode}:\n{process.tail()}")
         try:
-            with urllib.request.urlopen(url, timeout=2) as response:
+            with urllib.request.urlopen(urllib.request.Request(url, headers=headers or {}), timeout=2) as response:
                 if response.status in ok:
                     return
                 last = response.status
@@ -294,12 +299,13 @@ def start_sandbox(stack: contextlib.ExitStack, log_dir: str, options: SandboxOpt
                   processes: list[Process] | None = None) -> str:
     port = free_port()
     process = Process("sandbox", [PYTHON, "-m", "services.sandbox", "--host", HOST, "--port", str(port),
-                                  *options.argv()], env=dict(os.environ), log_dir=log_dir)
+                                  *options.argv()], env=dict(os.environ, SANDBOX_CONTROL_TOKEN=SANDBOX_CONTROL_TOKEN),
+                      log_dir=log_dir)
     stack.callback(process.stop)
     if processes is not None:
         processes.append(process)
     root = f"http://{HOST}:{port}"
-    wait_http(f"{root}/sandbox/config", 20, process)
+    wait_http(f"{root}/sandbox/config", 20, process, headers=SANDBOX_CONTROL_HEADERS)
     note(f"sandbox on {root} ({' '.join(options.argv())})")
     return f"{root}/v1"
 

@@ -358,7 +358,8 @@ def main(argv=None) -> int:
             checked = wait_job(readings, big, "submitted", 1800)
             note(f"big job {big}: accepted in {accepted:.1f} s; photos checked and vision batch submitted "
                  f"{checked:.1f} s later; it now stays in processing")
-            answer = http.post(f"{sandbox_root}/sandbox/config", json={"batch_in_progress_seconds": 1.0}, timeout=10)
+            answer = http.post(f"{sandbox_root}/sandbox/config", json={"batch_in_progress_seconds": 1.0}, timeout=10,
+                               headers=harness.SANDBOX_CONTROL_HEADERS)
             answer.raise_for_status()
             # building and uploading the big shard is one long step, during which that process does not beat;
             # start measuring once every worker has beaten since

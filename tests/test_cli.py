@@ -423,9 +423,30 @@ def test_sandbox_command_passes_its_options_to_the_sandbox(tmp_path):
     sandbox = subprocess.Popen([sys.executable, "-m", "app.cli", "sandbox", "--port", str(port),
                                 "--batch-outcome", "expired"], cwd=ROOT, stdout=subprocess.PIPE, text=True)
     try:
-        assert f":{port}" in sandbox.stdout.readline()
-        config = requests.get(f"http://127.0.0.1:{port}/sandbox/config", timeout=10).json()
+        assert f"http://127.0.0.1:{port}/v1" in sandbox.stdout.readline()
+        token = sandbox.stdout.readline().rsplit(" ", 1)[-1].strip()
+        url = f"http://127.0.0.1:{port}/sandbox/config"
+        assert requests.get(url, timeout=10).status_code == 401
+        config = requests.get(url, headers={"Authorization": f"Bearer {token}"}, timeout=10).json()
         assert config["batch_outcome"] == "expired"
+    finally:
+        code = stop(sandbox)
+    assert code == 0
+
+
+def test_sandbox_command_takes_its_control_token_from_the_environment():
+    port = free_port()
+    env = dict(os.environ, SANDBOX_CONTROL_TOKEN="cli-given-token-0123456789")
+    sandbox = subprocess.Popen([sys.executable, "-m", "app.cli", "sandbox", "--port", str(port)], cwd=ROOT,
+                               env=env, stdout=subprocess.PIPE, text=True)
+    try:
+        assert f":{port}" in sandbox.stdout.readline()
+        url = f"http://127.0.0.1:{port}/sandbox/stats"
+        assert requests.get(url, headers={"X-Sandbox-Token": "wrong"}, timeout=10).status_code == 401
+        assert requests.get(url, headers={"X-Sandbox-Token": "cli-given-token-0123456789"},
+                            timeout=10).status_code == 200
+        sandbox.send_signal(signal.SIGTERM)
+        assert "cli-given-token" not in sandbox.stdout.read()  # a token it was given is never printed
     finally:
         code = stop(sandbox)
     assert code == 0

@@ -75,7 +75,8 @@ def client(sandbox):
 
 @pytest.fixture
 def http(sandbox):
-    with httpx.Client(base_url=sandbox.root_url, headers={"Authorization": "Bearer sk-test"}, timeout=30) as c:
+    with httpx.Client(base_url=sandbox.root_url, headers={"Authorization": "Bearer sk-test", **sandbox.control_headers},
+                      timeout=30) as c:
         yield c
 
 
@@ -86,7 +87,7 @@ def vision_input(urls: list[str], notes: str = "none") -> list[dict[str, Any]]:
 
 
 def batch_line(custom_id: str, index: int, url: str = "/v1/responses") -> dict[str, Any]:
-    body = {"model": "o4-mini", "input": vision_input([f"https://img.example/{index}/front.jpg"])}
+    body = {"model": "gpt-6.1-terra", "input": vision_input([f"https://img.example/{index}/front.jpg"])}
     return {"custom_id": custom_id, "method": "POST", "url": url, "body": body}
 
 
@@ -206,7 +207,7 @@ def test_unsafe_markup_is_injected_only_when_enabled(client, sandbox):
 
 
 def test_reasoning_model_reports_reasoning_item_and_tokens(client):
-    response = client.responses.create(model="o4-mini", input=vision_input(["https://img.example/1.jpg"]),
+    response = client.responses.create(model="gpt-6.1-terra", input=vision_input(["https://img.example/1.jpg"]),
                                        reasoning={"effort": "medium"})
     assert [item.type for item in response.output] == ["reasoning", "message"]
     assert response.usage.output_tokens_details.reasoning_tokens > 0
@@ -215,7 +216,7 @@ def test_reasoning_model_reports_reasoning_item_and_tokens(client):
 
 def test_reasoning_model_rejects_temperature_like_openai(client):
     with pytest.raises(openai.BadRequestError) as caught:
-        client.responses.create(model="o4-mini", input="hi", temperature=0.2)
+        client.responses.create(model="gpt-6.1-terra", input="hi", temperature=0.2)
     assert caught.value.body["param"] == "temperature"
 
 
@@ -230,7 +231,7 @@ def test_usage_grows_with_text_and_images(client):
 
 
 def test_small_max_output_tokens_gives_incomplete_response(client):
-    response = client.responses.create(model="o4-mini", input=vision_input(["https://img.example/1.jpg"]),
+    response = client.responses.create(model="gpt-6.1-terra", input=vision_input(["https://img.example/1.jpg"]),
                                        max_output_tokens=20)
     assert response.status == "incomplete"
     assert response.incomplete_details.reason == "max_output_tokens"
@@ -488,7 +489,7 @@ def test_line_failures_go_to_error_file_and_every_line_appears_once(client, sand
 
 def test_invalid_line_in_body_is_reported_as_400_line(client):
     lines = [batch_line("ok", 1), {"custom_id": "bad", "method": "POST", "url": "/v1/responses",
-                                   "body": {"model": "o4-mini"}}]
+                                   "body": {"model": "gpt-6.1-terra"}}]
     batch = wait_settled(client, client.batches.create(input_file_id=upload_lines(client, lines),
                                                        endpoint="/v1/responses", completion_window="24h").id)
     [error] = jsonl(client, batch.error_file_id)
@@ -573,7 +574,7 @@ def test_batch_of_50000_three_kilobyte_lines_completes_well_under_a_minute(clien
     path = tmp_path / "big.jsonl"
     with path.open("w") as fh:
         for i in range(50_000):
-            body = {"model": "o4-mini", "instructions": notes,
+            body = {"model": "gpt-6.1-terra", "instructions": notes,
                     "input": vision_input([f"https://img.example/{i}/{k}.jpg" for k in range(6)], notes)}
             fh.write(json.dumps({"custom_id": f"car-{i}", "method": "POST", "url": "/v1/responses", "body": body}) + "\n")
     assert 140_000_000 < path.stat().st_size < 200_000_000
@@ -621,7 +622,10 @@ def test_standalone_module_serves_until_terminated():
     try:
         banner = process.stdout.readline()
         base = re.search(r"(http://\S+)/v1", banner).group(1)
-        assert httpx.get(f"{base}/sandbox/config").json()["text_latency"] == 0.1
+        token = process.stdout.readline().rsplit(" ", 1)[-1].strip()
+        assert httpx.get(f"{base}/sandbox/config").status_code == 401
+        config = httpx.get(f"{base}/sandbox/config", headers={"Authorization": f"Bearer {token}"})
+        assert config.json()["text_latency"] == 0.1
     finally:
         process.terminate()
         assert process.wait(timeout=10) == 0

@@ -1,7 +1,13 @@
-"""Run the sandbox standalone: ``python -m services.sandbox --host 127.0.0.1 --port 8001``."""
+"""Run the sandbox standalone: ``python -m services.sandbox --host 127.0.0.1 --port 8001``.
+
+It listens on loopback unless ``--host`` says otherwise. Its control endpoints need a token:
+``--control-token`` or ``SANDBOX_CONTROL_TOKEN``, else one is made up and printed at start.
+"""
 from __future__ import annotations
 
 import argparse
+import ipaddress
+import os
 import signal
 import sys
 import threading
@@ -13,7 +19,8 @@ from services.sandbox.server import SandboxServer
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m services.sandbox",
                                      description="OpenAI-compatible emulator for the Generation Service.")
-    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--host", default="127.0.0.1",
+                        help="address to listen on (default 127.0.0.1; anything else exposes the sandbox)")
     parser.add_argument("--port", type=int, default=8001)
     parser.add_argument("--vision-latency", type=float, default=0.0, help="seconds per request with images")
     parser.add_argument("--text-latency", type=float, default=0.0, help="seconds per request without images")
@@ -30,6 +37,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--api-key", default=None, help="accept only this key (default: any non-empty key)")
     parser.add_argument("--inject-unsafe-markup", action="store_true")
     parser.add_argument("--log-requests", action="store_true")
+    parser.add_argument("--control-token", default=os.environ.get("SANDBOX_CONTROL_TOKEN") or None,
+                        help="token for /sandbox/config, /sandbox/reset and /sandbox/stats (default: "
+                             "$SANDBOX_CONTROL_TOKEN, else a random one printed at start)")
     return parser.parse_args(argv)
 
 
@@ -56,10 +66,21 @@ def config_from(args: argparse.Namespace) -> SandboxConfig:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    server = SandboxServer(config_from(args), host=args.host, port=args.port, log_requests=args.log_requests)
+    try:
+        server = SandboxServer(config_from(args), host=args.host, port=args.port, log_requests=args.log_requests,
+                               control_token=args.control_token)
+    except ValueError as exc:
+        print(f"python -m services.sandbox: {exc}", file=sys.stderr)
+        return 2
     server.start()
     print(f"OpenAI sandbox listening; base URL {server.url} (control: {server.root_url}/sandbox/config)",
           flush=True)
+    if args.control_token is None:
+        print(f"control token (send as X-Sandbox-Token or Authorization: Bearer): {server.control_token}",
+              flush=True)
+    if not _loopback(args.host):
+        print(f"warning: the sandbox listens on {args.host}, not only on loopback; it is a development and test "
+              f"tool, never a stand-in for OpenAI in production", file=sys.stderr, flush=True)
     stopped = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stopped.set())
     try:
@@ -69,6 +90,15 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         server.stop()
     return 0
+
+
+def _loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 if __name__ == "__main__":

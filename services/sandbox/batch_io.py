@@ -11,12 +11,15 @@ import math
 import os
 import random
 from array import array
+from collections import Counter
 from dataclasses import dataclass, field
 from typing import IO, Any, Callable
 
 from services.sandbox import ids
+from services.sandbox.catalog import Catalog, model_not_found
 from services.sandbox.errors import ApiError
-from services.sandbox.generate import respond, usage_totals
+from services.sandbox.generate import RESPONSES, respond, usage_totals
+from services.sandbox.prompt_cache import PromptCache
 from services.sandbox.schema_fill import seed_from
 
 MAX_REQUESTS = 50_000
@@ -41,8 +44,12 @@ class BatchInput:
             self.errors.append({"code": code, "message": message, "param": param, "line": line})
 
 
-def read_input(path: str, endpoint: str) -> BatchInput:
-    """Check every line like OpenAI's validating step; problems land in ``errors`` with their line."""
+def read_input(path: str, endpoint: str, catalog: Catalog) -> BatchInput:
+    """Check every line like OpenAI's validating step; problems land in ``errors`` with their line.
+
+    A line naming a model the catalog does not serve fails the whole batch here, as on OpenAI;
+    a line whose body the model would refuse is only found out when it runs (a failed line).
+    """
     result = BatchInput()
     seen: set[str] = set()
     offset = 0
@@ -55,7 +62,7 @@ def read_input(path: str, endpoint: str) -> BatchInput:
             if request is None:
                 result.error("invalid_json_line", "This line is not parseable as valid JSON.", number)
                 continue
-            if _check_line(request, number, endpoint, seen, result):
+            if _check_line(request, number, endpoint, seen, result, catalog):
                 result.offsets.append(start)
                 result.custom_ids.append(request["custom_id"])
     if not result.custom_ids and not result.errors:
@@ -75,7 +82,8 @@ def _parse_line(raw: bytes) -> dict[str, Any] | None:
     return value if isinstance(value, dict) else None
 
 
-def _check_line(request: dict[str, Any], number: int, endpoint: str, seen: set[str], result: BatchInput) -> bool:
+def _check_line(request: dict[str, Any], number: int, endpoint: str, seen: set[str], result: BatchInput,
+                catalog: Catalog) -> bool:
     custom_id = request.get("custom_id")
     if not isinstance(custom_id, str) or not custom_id:
         result.error("missing_required_parameter", "Missing required parameter: 'custom_id'.", number, "custom_id")
@@ -101,6 +109,9 @@ def _check_line(request: dict[str, Any], number: int, endpoint: str, seen: set[s
         return False
     model = body.get("model")
     if isinstance(model, str):
+        if catalog.get(model) is None:
+            result.error("model_not_found", model_not_found(model).message, number, "body.model")
+            return False
         if result.model is None:
             result.model = model
         elif model != result.model:
@@ -134,6 +145,8 @@ class RunPlan:
     failing: frozenset[int]
     unexecuted_error: dict[str, str]
     unsafe: bool
+    catalog: Catalog
+    cache: PromptCache | None = None
 
 
 @dataclass
@@ -145,6 +158,9 @@ class RunResult:
     input_tokens: int = 0
     output_tokens: int = 0
     reasoning_tokens: int = 0
+    cached_tokens: int = 0
+    stored: int = 0
+    refused: Counter = field(default_factory=Counter)
 
 
 def run_lines(input_path: str, batch: BatchInput, plan: RunPlan, new_file: Callable[[], IO[bytes]]) -> RunResult:
@@ -174,13 +190,16 @@ def _execute(request: dict[str, Any], plan: RunPlan, fail: bool, result: RunResu
     if fail:
         return _line(custom_id, {"status_code": 500, "request_id": ids.request_id(), "body": {"error": INJECTED_FAILURE}})
     try:
-        body = respond(plan.endpoint, request["body"], unsafe=plan.unsafe)
+        body = respond(plan.endpoint, request["body"], catalog=plan.catalog, cache=plan.cache, unsafe=plan.unsafe)
     except ApiError as exc:
+        result.refused[exc.code or "invalid_request"] += 1
         return _line(custom_id, {"status_code": exc.status, "request_id": ids.request_id(), "body": exc.body()})
-    tokens_in, tokens_out, reasoning = usage_totals(body)
+    tokens_in, tokens_out, reasoning, cached = usage_totals(body)
     result.input_tokens += tokens_in
     result.output_tokens += tokens_out
     result.reasoning_tokens += reasoning
+    result.cached_tokens += cached
+    result.stored += plan.endpoint == RESPONSES and body.get("store") is True
     return _line(custom_id, {"status_code": 200, "request_id": ids.request_id(), "body": body})
 
 

@@ -132,7 +132,7 @@ def to_api(record: BatchRecord, current: Phase) -> dict[str, Any]:
     result = record.result
     usage = {
         "input_tokens": result.input_tokens if result else 0,
-        "input_tokens_details": {"cached_tokens": 0},
+        "input_tokens_details": {"cached_tokens": result.cached_tokens if result else 0},
         "output_tokens": result.output_tokens if result else 0,
         "output_tokens_details": {"reasoning_tokens": result.reasoning_tokens if result else 0},
         "total_tokens": (result.input_tokens + result.output_tokens) if result else 0,

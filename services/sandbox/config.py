@@ -1,9 +1,12 @@
 """SandboxConfig: every latency, fault and batch knob of the sandbox, settable at run time."""
 from __future__ import annotations
 
+import copy
 import dataclasses
 from dataclasses import dataclass, field
 from typing import Any, Mapping
+
+from services.sandbox.catalog import check_overrides
 
 BATCH_OUTCOMES = ("completed", "failed", "expired")
 
@@ -18,7 +21,11 @@ class SandboxConfig:
 
     ``fail_next`` and ``slow_next`` are queues consumed by the next /v1/responses or
     /v1/chat/completions calls; ``batch_outcome_count`` counts down with each batch created
-    and then puts ``batch_outcome`` back to ``"completed"``.
+    and then puts ``batch_outcome`` back to ``"completed"``. ``catalog_overrides`` changes the
+    model catalog for this sandbox: ``{model: {"shutdown_date", "efforts", "default_effort",
+    "sampling", "max_output_tokens", "shut_down"}}`` (any subset; a model the catalog does not
+    have is added with today's GPT-6 rules). ``prompt_cache_seconds`` is how long an unused
+    prompt prefix stays cached.
     """
 
     vision_latency: float = 0.0
@@ -41,13 +48,16 @@ class SandboxConfig:
     batch_outcome: str = "completed"
     batch_outcome_count: int | None = None
     batch_expire_completed_fraction: float = 0.5
+    catalog_overrides: dict[str, dict[str, Any]] = field(default_factory=dict)
+    prompt_cache_seconds: float = 600.0
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
     def copy(self) -> "SandboxConfig":
         return dataclasses.replace(self, fail_next=list(self.fail_next),
-                                   batch_fail_custom_ids=list(self.batch_fail_custom_ids))
+                                   batch_fail_custom_ids=list(self.batch_fail_custom_ids),
+                                   catalog_overrides=copy.deepcopy(self.catalog_overrides))
 
     def update(self, changes: Mapping[str, Any]) -> None:
         """Apply a partial update atomically: either every field is valid and set, or none is."""
@@ -63,7 +73,8 @@ class SandboxConfig:
 
 
 _FLOATS = {"vision_latency", "text_latency", "slow_seconds", "retry_after_seconds", "batch_validating_seconds",
-           "batch_in_progress_seconds", "batch_finalizing_seconds", "batch_cancelling_seconds"}
+           "batch_in_progress_seconds", "batch_finalizing_seconds", "batch_cancelling_seconds",
+           "prompt_cache_seconds"}
 _FRACTIONS = {"fail_rate_429", "fail_rate_500", "batch_line_failure_rate", "batch_expire_completed_fraction"}
 _COUNTS = {"slow_next", "fault_seed"}
 
@@ -93,6 +104,11 @@ def _coerce(name: str, value: Any) -> Any:
         if not isinstance(value, bool):
             raise ConfigError("inject_unsafe_markup must be true or false")
         return value
+    if name == "catalog_overrides":
+        try:
+            return check_overrides(value)
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from None
     if name == "required_api_key":
         if value is not None and not (isinstance(value, str) and value):
             raise ConfigError("required_api_key must be a non-empty string or null")

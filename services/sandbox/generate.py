@@ -14,10 +14,13 @@ from dataclasses import dataclass
 from typing import Any, Mapping
 
 from services.sandbox import ids
+from services.sandbox.catalog import Catalog
 from services.sandbox.damage_report import damage_report, is_damage_report
 from services.sandbox.errors import invalid_request
 from services.sandbox.html_text import UNSAFE_MARKUP, contains_html, damage_html, extract_html, translate_html
 from services.sandbox.prompt import Prompt, parse_chat_body, parse_responses_body
+from services.sandbox.prompt_cache import CHARS_PER_TOKEN, PromptCache, prompt_stream
+from services.sandbox.rules import apply_rules
 from services.sandbox.schema_fill import fill_schema, seed_from
 
 RESPONSES = "/v1/responses"
@@ -44,24 +47,30 @@ class Answer:
     output_tokens: int
     reasoning_tokens: int
     incomplete: bool
+    cached_tokens: int = 0
 
 
-def respond(endpoint: str, body: Any, *, unsafe: bool = False, now: float | None = None) -> dict[str, Any]:
-    """The JSON object the endpoint returns for this body; raises ApiError(400) for a bad body."""
+def respond(endpoint: str, body: Any, *, catalog: Catalog, cache: PromptCache | None = None, unsafe: bool = False,
+            now: float | None = None) -> dict[str, Any]:
+    """The JSON object the endpoint returns for this body; raises ApiError (400, 404) for what OpenAI refuses."""
     if endpoint == RESPONSES:
         prompt = parse_responses_body(body)
-        return response_object(body, prompt, answer(prompt, unsafe=unsafe), now)
+        apply_rules(catalog, prompt)
+        return response_object(body, prompt, answer(prompt, unsafe=unsafe, cache=cache), now)
     if endpoint == CHAT:
         prompt = parse_chat_body(body)
-        return chat_completion_object(body, prompt, answer(prompt, unsafe=unsafe), now)
+        apply_rules(catalog, prompt, chat=True)
+        return chat_completion_object(body, prompt, answer(prompt, unsafe=unsafe, cache=cache), now)
     raise invalid_request(f"Unsupported endpoint: {endpoint}", "url")
 
 
-def answer(prompt: Prompt, *, unsafe: bool = False) -> Answer:
+def answer(prompt: Prompt, *, unsafe: bool = False, cache: PromptCache | None = None) -> Answer:
     text = _answer_text(prompt, unsafe)
-    image_tokens = sum(IMAGE_TOKENS.get(d, DEFAULT_IMAGE_TOKENS) for d in prompt.image_details)
-    text_chars = len(prompt.instructions) + sum(len(t) for t in prompt.texts)
-    input_tokens = 7 + math.ceil(text_chars / 4) + image_tokens
+    per_image = [IMAGE_TOKENS.get(d, DEFAULT_IMAGE_TOKENS) for d in prompt.image_details]
+    image_tokens = sum(per_image)
+    stream = prompt_stream(prompt, per_image)
+    input_tokens = 7 + len(stream) // CHARS_PER_TOKEN
+    cached = cache.cached_tokens(prompt.model, stream) if cache is not None else 0
     reasoning = _reasoning_tokens(prompt)
     visible = max(1, math.ceil(len(text) / 4))
     limit = prompt.max_output_tokens
@@ -70,7 +79,7 @@ def answer(prompt: Prompt, *, unsafe: bool = False) -> Answer:
         reasoning = min(reasoning, limit)
         visible = limit - reasoning
         text = text[: visible * 4] if visible else ""
-    return Answer(text, input_tokens, image_tokens, reasoning + visible, reasoning, incomplete)
+    return Answer(text, input_tokens, image_tokens, reasoning + visible, reasoning, incomplete, cached)
 
 
 def _answer_text(prompt: Prompt, unsafe: bool) -> str:
@@ -143,7 +152,7 @@ def _accepts_string(schema: Any) -> bool:
 def _reasoning_tokens(prompt: Prompt) -> int:
     if not prompt.is_reasoning:
         return 0
-    base = _EFFORT_TOKENS.get(prompt.reasoning_effort or "medium", _EFFORT_TOKENS["medium"])
+    base = _EFFORT_TOKENS[prompt.effort]
     return base + seed_from("reasoning", prompt.texts, prompt.image_urls) % base
 
 
@@ -176,11 +185,10 @@ def response_object(body: Mapping[str, Any], prompt: Prompt, ans: Answer, now: f
         "parallel_tool_calls": True,
         "previous_response_id": None,
         "prompt_cache_key": None,
-        "reasoning": {"effort": (prompt.reasoning_effort or "medium") if prompt.is_reasoning else None,
-                      "summary": None},
+        "reasoning": {"effort": prompt.effort, "summary": None},
         "safety_identifier": None,
         "service_tier": "default",
-        "store": body.get("store", True) is not False,
+        "store": prompt.store,
         "temperature": _number(body, "temperature"),
         "text": {"format": fmt, "verbosity": "medium"},
         "tool_choice": "auto",
@@ -190,7 +198,7 @@ def response_object(body: Mapping[str, Any], prompt: Prompt, ans: Answer, now: f
         "truncation": "disabled",
         "usage": {
             "input_tokens": ans.input_tokens,
-            "input_tokens_details": {"cached_tokens": 0, "cache_write_tokens": 0},
+            "input_tokens_details": {"cached_tokens": ans.cached_tokens, "cache_write_tokens": 0},
             "output_tokens": ans.output_tokens,
             "output_tokens_details": {"reasoning_tokens": ans.reasoning_tokens},
             "total_tokens": ans.input_tokens + ans.output_tokens,
@@ -217,7 +225,8 @@ def chat_completion_object(body: Mapping[str, Any], prompt: Prompt, ans: Answer,
             "prompt_tokens": ans.input_tokens,
             "completion_tokens": ans.output_tokens,
             "total_tokens": ans.input_tokens + ans.output_tokens,
-            "prompt_tokens_details": {"cached_tokens": 0, "audio_tokens": 0, "image_tokens": ans.image_tokens},
+            "prompt_tokens_details": {"cached_tokens": ans.cached_tokens, "audio_tokens": 0,
+                                      "image_tokens": ans.image_tokens},
             "completion_tokens_details": {"reasoning_tokens": ans.reasoning_tokens, "audio_tokens": 0,
                                           "accepted_prediction_tokens": 0, "rejected_prediction_tokens": 0},
         },
@@ -238,11 +247,13 @@ def _metadata(body: Mapping[str, Any]) -> dict[str, str]:
     return {}
 
 
-def usage_totals(obj: Mapping[str, Any]) -> tuple[int, int, int]:
-    """(input, output, reasoning) tokens of a Response or ChatCompletion object."""
+def usage_totals(obj: Mapping[str, Any]) -> tuple[int, int, int, int]:
+    """(input, output, reasoning, cached input) tokens of a Response or ChatCompletion object."""
     usage = obj.get("usage") or {}
     if "prompt_tokens" in usage:
         details = usage.get("completion_tokens_details") or {}
-        return usage["prompt_tokens"], usage["completion_tokens"], details.get("reasoning_tokens") or 0
+        cached = (usage.get("prompt_tokens_details") or {}).get("cached_tokens") or 0
+        return usage["prompt_tokens"], usage["completion_tokens"], details.get("reasoning_tokens") or 0, cached
     details = usage.get("output_tokens_details") or {}
-    return usage.get("input_tokens", 0), usage.get("output_tokens", 0), details.get("reasoning_tokens", 0)
+    cached = (usage.get("input_tokens_details") or {}).get("cached_tokens", 0)
+    return usage.get("input_tokens", 0), usage.get("output_tokens", 0), details.get("reasoning_tokens", 0), cached

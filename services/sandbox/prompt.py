@@ -4,7 +4,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
-from services.sandbox.errors import ApiError, invalid_request, invalid_type, missing_parameter
+from services.sandbox.errors import invalid_request, invalid_type, missing_parameter
 
 _RESPONSE_FORMATS = ("text", "json_schema", "json_object")
 
@@ -18,7 +18,17 @@ class Prompt:
     image_details: list[str] = field(default_factory=list)
     text_format: dict[str, Any] = field(default_factory=lambda: {"type": "text"})
     max_output_tokens: int | None = None
+    max_tokens_param: str = "max_output_tokens"
     reasoning_effort: str | None = None
+    reasoning_sent: bool = False
+    effort_param: str = "reasoning.effort"
+    sampling: dict[str, float] = field(default_factory=dict)
+    store: bool = True
+    # what the prompt cache sees, in order: the instructions field, then every input part as it came
+    lead: str = ""
+    segments: list[tuple[str, str]] = field(default_factory=list)
+    # set from the model's catalog entry: the effort it runs at (None for a model that does not reason)
+    effort: str | None = None
 
     @property
     def is_vision(self) -> bool:
@@ -30,10 +40,8 @@ class Prompt:
 
     @property
     def is_reasoning(self) -> bool:
-        """o-series models always reason; others only when asked for a reasoning effort."""
-        if self.model.startswith("o"):
-            return True
-        return self.reasoning_effort not in (None, "none")
+        """A reasoning model at an effort other than none."""
+        return self.effort not in (None, "none")
 
 
 def has_image(endpoint: str, body: Any) -> bool:
@@ -60,14 +68,16 @@ def parse_responses_body(body: Any) -> Prompt:
     instructions = body.get("instructions")
     if instructions is not None and not isinstance(instructions, str):
         raise invalid_type("instructions", "a string")
-    prompt.instructions = instructions or ""
+    prompt.instructions = prompt.lead = instructions or ""
     if "input" not in body:
         raise missing_parameter("input")
     _read_responses_input(body["input"], prompt)
     prompt.text_format = _responses_format(body.get("text"))
     prompt.max_output_tokens = _positive_int(body, "max_output_tokens")
+    prompt.reasoning_sent = body.get("reasoning") is not None
     prompt.reasoning_effort = _reasoning_effort(body.get("reasoning"))
-    _check_sampling(body, prompt)
+    prompt.store = _store(body)
+    _read_sampling(body, prompt)
     return prompt
 
 
@@ -85,11 +95,19 @@ def parse_chat_body(body: Any) -> Prompt:
     for i, message in enumerate(messages):
         _read_chat_message(message, f"messages[{i}]", prompt)
     prompt.text_format = _chat_format(body.get("response_format"))
-    prompt.max_output_tokens = (_positive_int(body, "max_completion_tokens")
-                                or _positive_int(body, "max_tokens"))
+    for key in ("max_completion_tokens", "max_tokens"):
+        prompt.max_output_tokens = _positive_int(body, key)
+        if prompt.max_output_tokens is not None:
+            prompt.max_tokens_param = key
+            break
     effort = body.get("reasoning_effort")
-    prompt.reasoning_effort = effort if isinstance(effort, str) else None
-    _check_sampling(body, prompt)
+    if effort is not None and not isinstance(effort, str):
+        raise invalid_type("reasoning_effort", "a string")
+    prompt.reasoning_sent = effort is not None
+    prompt.reasoning_effort = effort
+    prompt.effort_param = "reasoning_effort"
+    prompt.store = _store(body)
+    _read_sampling(body, prompt)
     return prompt
 
 
@@ -110,7 +128,7 @@ def _model(body: Mapping[str, Any]) -> str:
 
 def _read_responses_input(value: Any, prompt: Prompt) -> None:
     if isinstance(value, str):
-        prompt.texts.append(value)
+        _add_text(prompt, "user", value)
         return
     if not isinstance(value, list):
         raise invalid_type("input", "a string or an array of input items")
@@ -127,7 +145,7 @@ def _read_responses_input(value: Any, prompt: Prompt) -> None:
         elif item.get("type") in (None, "message"):
             raise missing_parameter(f"input[{i}].content")
         elif isinstance(item.get("output"), str):
-            prompt.texts.append(item["output"])
+            _add_text(prompt, "tool", item["output"])
 
 
 def _read_responses_part(part: Any, where: str, role: Any, prompt: Prompt) -> None:
@@ -142,8 +160,7 @@ def _read_responses_part(part: Any, where: str, role: Any, prompt: Prompt) -> No
         url = part.get("image_url") or (f"file:{part['file_id']}" if part.get("file_id") else None)
         if not isinstance(url, str):
             raise missing_parameter(f"{where}.image_url")
-        prompt.image_urls.append(url)
-        prompt.image_details.append(str(part.get("detail") or "auto"))
+        _add_image(prompt, url, str(part.get("detail") or "auto"))
     elif kind not in ("input_file", "input_audio", "refusal"):
         raise invalid_request(f"Invalid value: '{kind}'. Supported values are: 'input_text', 'input_image', "
                               f"'input_file'.", f"{where}.type", "invalid_value")
@@ -151,6 +168,7 @@ def _read_responses_part(part: Any, where: str, role: Any, prompt: Prompt) -> No
 
 def _add_text(prompt: Prompt, role: Any, text: str) -> None:
     """System and developer text joins the instructions; everything else is the user's text."""
+    prompt.segments.append(("text", text))
     if role in ("system", "developer"):
         prompt.instructions = f"{prompt.instructions}\n{text}".strip()
     else:
@@ -178,8 +196,13 @@ def _read_chat_message(message: Any, where: str, prompt: Prompt) -> None:
             url = image.get("url") if isinstance(image, Mapping) else image
             if not isinstance(url, str):
                 raise missing_parameter(f"{where}.content[{j}].image_url.url")
-            prompt.image_urls.append(url)
-            prompt.image_details.append(str((image.get("detail") if isinstance(image, Mapping) else None) or "auto"))
+            _add_image(prompt, url, str((image.get("detail") if isinstance(image, Mapping) else None) or "auto"))
+
+
+def _add_image(prompt: Prompt, url: str, detail: str) -> None:
+    prompt.segments.append(("image", f"{detail} {url}"))
+    prompt.image_urls.append(url)
+    prompt.image_details.append(detail)
 
 
 def _responses_format(text: Any) -> dict[str, Any]:
@@ -243,14 +266,21 @@ def _reasoning_effort(reasoning: Any) -> str | None:
     return effort if isinstance(effort, str) else None
 
 
-def _check_sampling(body: Mapping[str, Any], prompt: Prompt) -> None:
-    """Reasoning models reject sampling settings, as the real API does."""
-    for key, high in (("temperature", 2.0), ("top_p", 1.0)):
+def _store(body: Mapping[str, Any]) -> bool:
+    store = body.get("store")
+    if store is None:
+        return True
+    if not isinstance(store, bool):
+        raise invalid_type("store", "a boolean")
+    return store
+
+
+def _read_sampling(body: Mapping[str, Any], prompt: Prompt) -> None:
+    """Range checks of the sampling settings; whether the model takes them is the catalog's rule."""
+    for key, high in (("temperature", 2.0), ("top_p", 1.0), ("top_logprobs", 20)):
         value = body.get(key)
         if value is None:
             continue
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= high:
             raise invalid_request(f"Invalid '{key}': expected a number between 0 and {high:g}.", key, "invalid_value")
-        if prompt.model.startswith("o") and value != 1:
-            raise ApiError(400, f"Unsupported parameter: '{key}' is not supported with this model.", param=key,
-                           code="unsupported_parameter")
+        prompt.sampling[key] = value

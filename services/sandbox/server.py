@@ -1,13 +1,17 @@
 """The HTTP layer: a threaded werkzeug server speaking the OpenAI REST API under /v1.
 
-Control endpoints for tests and demos live outside /v1 and need no key:
-``GET/POST /sandbox/config``, ``POST /sandbox/reset`` and ``GET /sandbox/stats``.
+Control endpoints for tests and demos live outside /v1: ``GET/POST /sandbox/config``,
+``POST /sandbox/reset`` and ``GET /sandbox/stats``. They change how the sandbox answers
+everyone, so they need the server's control token (``Authorization: Bearer <token>`` or
+``X-Sandbox-Token: <token>``), which is not an OpenAI key.
 """
 from __future__ import annotations
 
+import hmac
 import json
 import logging
 import os
+import secrets
 import shutil
 import tempfile
 import threading
@@ -23,7 +27,7 @@ from werkzeug.wsgi import wrap_file
 from services.sandbox import ids
 from services.sandbox.config import ConfigError, SandboxConfig
 from services.sandbox.errors import ApiError, invalid_request, missing_parameter
-from services.sandbox.generate import CHAT, RESPONSES, respond
+from services.sandbox.generate import CHAT, RESPONSES
 from services.sandbox.listing import read_limit
 from services.sandbox.prompt import has_image
 from services.sandbox.state import SandboxState
@@ -33,12 +37,17 @@ log = logging.getLogger(__name__)
 MAX_UPLOAD_BYTES = 512 * 1024 * 1024
 BAD_JSON = ("We could not parse the JSON body of your request. (HINT: This likely means you aren't using your "
             "HTTP library correctly. The OpenAI API expects a JSON payload, but what was sent was not valid JSON.)")
+NO_CONTROL_TOKEN = ("The sandbox control endpoints need the sandbox's control token, sent as 'Authorization: "
+                    "Bearer <token>' or 'X-Sandbox-Token: <token>'. It is printed when the sandbox starts, or set "
+                    "with --control-token / SANDBOX_CONTROL_TOKEN.")
 NO_KEY = ("You didn't provide an API key. You need to provide your API key in an Authorization header using "
           "Bearer auth (i.e. Authorization: Bearer YOUR_KEY).")
 
 ROUTES = Map([
     Rule("/v1/responses", methods=["POST"], endpoint="create_response"),
     Rule("/v1/chat/completions", methods=["POST"], endpoint="create_chat_completion"),
+    Rule("/v1/models", methods=["GET"], endpoint="list_models"),
+    Rule("/v1/models/<path:model>", methods=["GET"], endpoint="retrieve_model"),
     Rule("/v1/files", methods=["POST"], endpoint="upload_file"),
     Rule("/v1/files", methods=["GET"], endpoint="list_files"),
     Rule("/v1/files/<file_id>", methods=["GET"], endpoint="retrieve_file"),
@@ -69,8 +78,9 @@ class _UploadRequest(Request):
 class SandboxApp:
     """The WSGI application; one instance per server, holding that server's state."""
 
-    def __init__(self, state: SandboxState):
+    def __init__(self, state: SandboxState, control_token: str):
         self.state = state
+        self._control_token = control_token.encode()
 
     def __call__(self, environ: dict[str, Any], start_response: Callable) -> Any:
         request = _UploadRequest(environ)
@@ -97,6 +107,8 @@ class SandboxApp:
     def dispatch(self, request: Request) -> Response:
         if request.path.startswith("/v1/"):
             self.authenticate(request)
+        elif request.path.startswith("/sandbox/"):
+            self.authorize_control(request)
         try:
             endpoint, args = ROUTES.bind_to_environ(request.environ).match()
         except (NotFound, MethodNotAllowed):
@@ -116,6 +128,21 @@ class SandboxApp:
             raise ApiError(401, f"Incorrect API key provided: {shown}. You can find your API key at "
                                 f"https://platform.openai.com/account/api-keys.")
 
+    def authorize_control(self, request: Request) -> None:
+        scheme, _, bearer = request.headers.get("Authorization", "").partition(" ")
+        given = request.headers.get("X-Sandbox-Token") or (bearer.strip() if scheme.lower() == "bearer" else "")
+        # header values arrive as latin-1 text; comparing bytes keeps odd characters from raising
+        if not given or not hmac.compare_digest(given.encode("latin-1", "replace"), self._control_token):
+            raise ApiError(401, NO_CONTROL_TOKEN, code="invalid_control_token")
+
+    # models
+
+    def list_models(self, request: Request) -> Response:
+        return _json(self.state.catalog.listing())
+
+    def retrieve_model(self, request: Request, model: str) -> Response:
+        return _json(self.state.catalog.lookup(model).to_api())
+
     # model calls
 
     def create_response(self, request: Request) -> Response:
@@ -128,7 +155,7 @@ class SandboxApp:
         body = _json_body(request)
         vision = has_image(endpoint, body)
         self.state.count_call(endpoint, vision)
-        answer = respond(endpoint, body, unsafe=self.state.unsafe_markup())
+        answer = self.state.respond(endpoint, body)
         error, delay = self.state.call_fate(vision)
         if error is not None:
             raise error
@@ -254,7 +281,11 @@ class SandboxServer:
     """
 
     def __init__(self, config: SandboxConfig | None = None, *, host: str = "127.0.0.1", port: int = 0,
-                 log_requests: bool = False):
+                 log_requests: bool = False, control_token: str | None = None):
+        if control_token is not None and not (control_token.strip() and control_token.isascii()
+                                              and control_token.isprintable() and " " not in control_token):
+            raise ValueError("control_token must be printable ASCII without spaces")
+        self._control_token = control_token or secrets.token_urlsafe(24)
         self.host = host
         self._requested_port = port
         self._log_requests = log_requests
@@ -270,7 +301,8 @@ class SandboxServer:
         self._root = tempfile.mkdtemp(prefix="openai-sandbox-")
         self.state = SandboxState(self._config, self._root)
         handler = type("SandboxRequestHandler", (_QuietHandler,), {"verbose": self._log_requests})
-        self._server = make_server(self.host, self._requested_port, SandboxApp(self.state), threaded=True,
+        self._server = make_server(self.host, self._requested_port, SandboxApp(self.state, self._control_token),
+                                   threaded=True,
                                    request_handler=handler)
         self._thread = threading.Thread(target=self._server.serve_forever, name="openai-sandbox", daemon=True)
         self._thread.start()
@@ -309,6 +341,15 @@ class SandboxServer:
     def url(self) -> str:
         """The base URL for the OpenAI SDK, ending in /v1."""
         return f"{self.root_url}/v1"
+
+    @property
+    def control_token(self) -> str:
+        """The token the control endpoints want (``Authorization: Bearer`` or ``X-Sandbox-Token``)."""
+        return self._control_token
+
+    @property
+    def control_headers(self) -> dict[str, str]:
+        return {"X-Sandbox-Token": self._control_token}
 
     @property
     def config(self) -> SandboxConfig:

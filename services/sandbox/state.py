@@ -19,11 +19,13 @@ from services.sandbox import ids
 from services.sandbox.batch_io import (CANCELLED_ERROR, EXPIRED_ERROR, BatchInput, RunPlan, RunResult,
                                        failing_lines, read_input, run_lines, shuffled_order)
 from services.sandbox.batches import ACTIVE, SETTLED, BatchRecord, Phase, Timing, phase, to_api
+from services.sandbox.catalog import Catalog, base_catalog
 from services.sandbox.config import SandboxConfig
 from services.sandbox.errors import ApiError, invalid_request, missing_parameter, not_found
 from services.sandbox.files import BATCH_FILE_LIMIT, UPLOAD_PURPOSES, FileStore
-from services.sandbox.generate import ENDPOINTS, RESPONSES
+from services.sandbox.generate import ENDPOINTS, RESPONSES, respond
 from services.sandbox.listing import cursor_page
+from services.sandbox.prompt_cache import PromptCache
 from services.sandbox.stats import Stats
 
 TOKEN_LIMIT_ERROR = ("token_limit_exceeded", "Enqueued token limit reached for {model} in organization "
@@ -43,6 +45,8 @@ class SandboxState:
         self._batches: dict[str, BatchRecord] = {}
         self._seq = itertools.count()
         self._rng = random.Random(config.fault_seed)
+        self.catalog = base_catalog().with_overrides(config.catalog_overrides)
+        self.prompt_cache = PromptCache(config.prompt_cache_seconds)
 
     # config and control
 
@@ -55,15 +59,23 @@ class SandboxState:
             self.config.update(changes)
             if "fault_seed" in changes:
                 self._rng = random.Random(self.config.fault_seed)
+            self._apply_catalog_config()
             return self.config.to_dict()
+
+    def _apply_catalog_config(self) -> None:
+        """Rebuild the catalog from the overrides and set the cache's lifetime (caller holds the lock)."""
+        self.catalog = base_catalog().with_overrides(self.config.catalog_overrides)
+        self.prompt_cache.ttl = self.config.prompt_cache_seconds
 
     def reset(self) -> None:
         """Forget every file, batch and counter and go back to the config the server started with."""
         with self._lock:
             self.config.update(self._initial.to_dict())
             self._rng = random.Random(self.config.fault_seed)
+            self._apply_catalog_config()
             batches, self._batches = list(self._batches.values()), {}
             self.stats = Stats()
+        self.prompt_cache.clear()
         self.files.clear()
         for record in batches:
             _remove(record.input_path)
@@ -74,6 +86,19 @@ class SandboxState:
         kind = "responses" if endpoint == RESPONSES else "chat"
         self.stats.bump(f"{kind}_calls")
         self.stats.bump(f"{kind}_{'vision' if vision else 'text'}_calls")
+
+    def respond(self, endpoint: str, body: Any) -> dict[str, Any]:
+        """A direct model call's answer under the current catalog and prompt cache; refusals are counted."""
+        with self._lock:
+            catalog, unsafe = self.catalog, self.config.inject_unsafe_markup
+        try:
+            answer = respond(endpoint, body, catalog=catalog, cache=self.prompt_cache, unsafe=unsafe)
+        except ApiError as exc:
+            self.stats.refused(exc.code)
+            raise
+        if endpoint == RESPONSES and answer.get("store") is True:
+            self.stats.bump("stored_responses")
+        return answer
 
     def call_fate(self, vision: bool) -> tuple[ApiError | None, float]:
         """An injected error for the next model call, or else how many seconds it should take."""
@@ -102,10 +127,6 @@ class SandboxState:
         if draw < cfg.fail_rate_429 + cfg.fail_rate_500:
             return 500
         return None
-
-    def unsafe_markup(self) -> bool:
-        with self._lock:
-            return self.config.inject_unsafe_markup
 
     # files
 
@@ -137,6 +158,8 @@ class SandboxState:
             cfg = self.config.copy()
             seq = next(self._seq)
         errors = list(batch_input.errors)
+        if errors:
+            self.stats.bump("batches_failed_validation")
         if not errors and outcome == "failed":
             code, message = TOKEN_LIMIT_ERROR
             errors = [{"code": code, "message": message.format(model=batch_input.model or "this model"),
@@ -184,7 +207,9 @@ class SandboxState:
         except (ApiError, FileNotFoundError):
             problem.error("invalid_file", f"The input file '{file_id}' does not exist.", param="input_file_id")
             return problem, None
-        return read_input(path, endpoint), path
+        with self._lock:
+            catalog = self.catalog
+        return read_input(path, endpoint, catalog), path
 
     def batch(self, batch_id: str) -> dict[str, Any]:
         return self._render(self._record(batch_id))
@@ -235,9 +260,15 @@ class SandboxState:
             if record.errors or record.input_path is None:
                 result = RunResult()
             else:
+                with self._lock:
+                    catalog = self.catalog
                 plan = RunPlan(record.endpoint, record.order, executed, record.failing,
-                               CANCELLED_ERROR if cancelled else EXPIRED_ERROR, record.unsafe)
+                               CANCELLED_ERROR if cancelled else EXPIRED_ERROR, record.unsafe, catalog,
+                               self.prompt_cache)
                 result = run_lines(record.input_path, record.input, plan, self.files.staging_file)
+                for code, count in result.refused.items():
+                    self.stats.refused(code, count)
+                self.stats.bump("stored_responses", result.stored)
             if result.output_path:
                 record.output_file_id = self.files.add(result.output_path, f"{record.id}_output.jsonl",
                                                        "batch_output").id

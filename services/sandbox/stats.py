@@ -7,7 +7,8 @@ from typing import Any, Mapping
 
 COUNTERS = ("responses_calls", "responses_vision_calls", "responses_text_calls", "chat_calls",
             "chat_vision_calls", "chat_text_calls", "slow_calls", "files_uploaded", "bytes_uploaded",
-            "files_deleted", "batches_created", "batches_cancelled", "batch_lines_executed")
+            "files_deleted", "batches_created", "batches_cancelled", "batch_lines_executed",
+            "batches_failed_validation", "stored_responses")
 
 
 def metadata_key(metadata: Mapping[str, str] | None) -> str:
@@ -20,6 +21,7 @@ class Stats:
         self._lock = threading.Lock()
         self._counts: Counter[str] = Counter()
         self._faults: Counter[str] = Counter()
+        self._refused: Counter[str] = Counter()
         self._by_metadata: Counter[str] = Counter()
 
     def bump(self, name: str, amount: int = 1) -> None:
@@ -31,6 +33,11 @@ class Stats:
         with self._lock:
             self._faults[str(status)] += 1
 
+    def refused(self, code: str | None, amount: int = 1) -> None:
+        """A request (direct or a batch line) refused the way OpenAI refuses it, by error code."""
+        with self._lock:
+            self._refused[code or "invalid_request"] += amount
+
     def batch_created(self, metadata: Mapping[str, str] | None) -> None:
         with self._lock:
             self._counts["batches_created"] += 1
@@ -40,5 +47,6 @@ class Stats:
         with self._lock:
             data: dict[str, Any] = {name: self._counts[name] for name in COUNTERS}
             data["injected_faults"] = dict(self._faults)
+            data["refused"] = dict(self._refused)
             data["batch_creates_by_metadata"] = dict(self._by_metadata)
         return data

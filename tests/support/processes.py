@@ -18,6 +18,7 @@ import contextlib
 import json
 import os
 import re
+import secrets
 import signal
 import subprocess
 import sys
@@ -49,11 +50,13 @@ def wait_for(condition: Callable[[], Any], timeout: float, message: str | Callab
         time.sleep(interval)
 
 
-def http_json(method: str, url: str, body: Any = None, timeout: float = 10.0) -> tuple[int, Any]:
+def http_json(method: str, url: str, body: Any = None, timeout: float = 10.0,
+              headers: Mapping[str, str] | None = None) -> tuple[int, Any]:
     """A small stdlib HTTP call (no session state to leak between processes); JSON in and out."""
     data = json.dumps(body).encode() if body is not None else None
     request = urllib.request.Request(url, data=data, method=method,
-                                     headers={"Content-Type": "application/json"} if data else {})
+                                     headers={**({"Content-Type": "application/json"} if data else {}),
+                                              **(headers or {})})
     try:
         with urllib.request.urlopen(request, timeout=timeout) as response:
             raw = response.read()
@@ -67,10 +70,11 @@ def http_json(method: str, url: str, body: Any = None, timeout: float = 10.0) ->
         return status, raw.decode(errors="replace")
 
 
-def http_status(url: str, timeout: float = 2.0) -> int | None:
+def http_status(url: str, timeout: float = 2.0, headers: Mapping[str, str] | None = None) -> int | None:
     """The status code of GET ``url``, or None when nothing answers."""
     try:
-        with urllib.request.urlopen(url, timeout=timeout) as response:
+        request = urllib.request.Request(url, headers=dict(headers or {}))
+        with urllib.request.urlopen(request, timeout=timeout) as response:
             response.read()
             return response.status
     except urllib.error.HTTPError as exc:
@@ -133,11 +137,12 @@ class ServerProcess:
             return match
         return wait_for(found, timeout, lambda: f"{pattern!r} in the log of {self.name}:\n{self.tail()}")
 
-    def wait_http(self, url: str, timeout: float, ok: tuple[int, ...] = (200,)) -> None:
+    def wait_http(self, url: str, timeout: float, ok: tuple[int, ...] = (200,),
+                  headers: Mapping[str, str] | None = None) -> None:
         def ready():
             if not self.alive:
                 raise AssertionError(f"{self.name} exited with {self.proc.returncode}:\n{self.tail()}")
-            return http_status(url, timeout=2) in ok
+            return http_status(url, timeout=2, headers=headers) in ok
         wait_for(ready, timeout, lambda: f"{url} to answer {ok} ({self.name}):\n{self.tail()}", interval=0.1)
 
     def children(self) -> list[int]:
@@ -208,6 +213,11 @@ class SandboxProcess(ServerProcess):
     """``python -m services.sandbox`` on a port of its own choosing, with its control endpoints."""
 
     root_url: str = ""
+    control_token: str = ""
+
+    @property
+    def control_headers(self) -> dict[str, str]:
+        return {"X-Sandbox-Token": self.control_token}
 
     @property
     def url(self) -> str:
@@ -215,17 +225,17 @@ class SandboxProcess(ServerProcess):
         return f"{self.root_url}/v1"
 
     def configure(self, **changes: Any) -> dict:
-        status, body = http_json("POST", f"{self.root_url}/sandbox/config", changes)
+        status, body = http_json("POST", f"{self.root_url}/sandbox/config", changes, headers=self.control_headers)
         assert status == 200, f"sandbox config {changes} refused: {body}"
         return body
 
     def stats(self) -> dict:
-        status, body = http_json("GET", f"{self.root_url}/sandbox/stats")
+        status, body = http_json("GET", f"{self.root_url}/sandbox/stats", headers=self.control_headers)
         assert status == 200, body
         return body
 
     def reset(self) -> None:
-        status, body = http_json("POST", f"{self.root_url}/sandbox/reset", {})
+        status, body = http_json("POST", f"{self.root_url}/sandbox/reset", {}, headers=self.control_headers)
         assert status == 200, body
 
 
@@ -238,11 +248,14 @@ def start_sandbox(procs: ProcessSet, name: str = "sandbox", timeout: float = 20.
             argv.append(flag)
         elif value not in (False, None):
             argv += [flag, str(value)]
-    process = SandboxProcess(name, argv, minimal_env({"PYTHONPATH": ROOT}), procs.log_dir)
+    token = secrets.token_urlsafe(24)
+    process = SandboxProcess(name, argv, minimal_env({"PYTHONPATH": ROOT, "SANDBOX_CONTROL_TOKEN": token}),
+                             procs.log_dir)
+    process.control_token = token
     procs.add(process).start()
     match = process.wait_log(r"base URL (http://[\d.]+:\d+)/v1", timeout)
     process.root_url = match.group(1)
-    process.wait_http(f"{process.root_url}/sandbox/config", timeout)
+    process.wait_http(f"{process.root_url}/sandbox/config", timeout, headers=process.control_headers)
     return process
 
 
