@@ -213,7 +213,7 @@ def test_job_cancelled_after_a_crash_cancels_the_batch_that_was_never_recorded(h
 def _billed_tokens(harness: Harness, job_id: str) -> dict[str, int]:
     """The tokens in every answer of every batch of the job, read from the batch output files."""
     client = openai.OpenAI(api_key="sandbox-key", base_url=harness.sandbox.url)
-    totals = {"input_tokens": 0, "output_tokens": 0}
+    totals = {"input_tokens": 0, "output_tokens": 0, "cached_input_tokens": 0, "reasoning_tokens": 0}
     with harness.db.session() as session:
         files = session.execute(text("SELECT output_file_id FROM openai_batches WHERE job_id = :job"),
                                 {"job": job_id}).scalars().all()
@@ -222,5 +222,7 @@ def _billed_tokens(harness: Harness, job_id: str) -> dict[str, int]:
             usage = json.loads(line)["response"]["body"]["usage"]
             totals["input_tokens"] += usage["input_tokens"]
             totals["output_tokens"] += usage["output_tokens"]
+            totals["cached_input_tokens"] += (usage.get("input_tokens_details") or {}).get("cached_tokens", 0)
+            totals["reasoning_tokens"] += (usage.get("output_tokens_details") or {}).get("reasoning_tokens", 0)
     totals["total_tokens"] = totals["input_tokens"] + totals["output_tokens"]
     return totals

@@ -398,8 +398,11 @@ def scratch_database(name: str, admin_url: str = PG_ADMIN_URL) -> Iterator[str]:
 
     ``admin_url`` is any database URL on the server (its maintenance database is used for the DDL).
     """
-    if not re.fullmatch(r"[a-z_][a-z0-9_]{0,62}", name):
+    if not re.fullmatch(r"[a-z_][a-z0-9_]{0,50}", name):
         raise ValueError(f"not a plain database name: {name!r}")
+    # named per process, so two test runs on one server (two developers, or CI beside a bench) never drop
+    # each other's database in the middle of a test
+    name = f"{name}_{os.getpid()}"
     admin_url = admin_url.rsplit("/", 1)[0] + "/postgres"
     _admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)', admin_url)
     _admin(f'CREATE DATABASE "{name}"', admin_url)
