@@ -30,6 +30,8 @@ from services.errors import ServiceError
 BYTES_PER_CONTAINER = 12
 CONTAINER_ALLOWANCE = 1024
 _WHITESPACE = re.compile(r"[ \t\n\r]*")
+# what may follow an array element: a comma (and the white space before the next one) or the end
+_AFTER_ITEM = re.compile(r"[ \t\n\r]*(?:(,)[ \t\n\r]*|(\]))")
 # a JSON string, possessive so it cannot backtrack; only used when the quick count is over the budget
 _STRING = re.compile(rb'"(?:[^"\\]++|\\.)*+"', re.S)
 
@@ -120,22 +122,23 @@ def _object(text: str, scan, array_limits: dict[str, int], default_limit: int,
 def _array(text: str, index: int, scan, key: str, limit: int, too_many: TooMany) -> tuple[list, int]:
     items: list = []
     append = items.append
+    after_item = _AFTER_ITEM.match
     index = _skip(text, index)
     if text[index:index + 1] == "]":
         return items, index + 1
+    remaining = limit
     while True:
         value, index = scan(text, index)
         append(value)
-        if len(items) > limit:
+        remaining -= 1
+        if remaining < 0:
             raise too_many(key, limit)
-        index = _skip(text, index)
-        separator = text[index:index + 1]
-        if separator == ",":
-            index = _skip(text, index + 1)
-        elif separator == "]":
-            return items, index + 1
-        else:
+        separator = after_item(text, index)
+        if separator is None:
             raise StopIteration(index)
+        index = separator.end()
+        if separator.lastindex == 2:
+            return items, index
 
 
 def _end(text: str, index: int, result: dict[str, Any]) -> dict[str, Any]:

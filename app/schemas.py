@@ -53,10 +53,12 @@ def is_http_url(url: Any) -> bool:
     It runs for every photo of up to 50,000 lots, so the common plain form is matched by one
     compiled pattern and only the rest goes through urlsplit.
     """
-    if not isinstance(url, str) or not url or len(url) > MAX_URL or _WHITESPACE.search(url):
+    if not isinstance(url, str) or not url or len(url) > MAX_URL:
         return False
     if _PLAIN_HTTP_URL.match(url):
-        return True
+        return True  # the pattern admits no white space, so the search below is only for the rest
+    if _WHITESPACE.search(url):
+        return False
     try:
         parts = urlsplit(url)
         return parts.scheme in ("http", "https") and bool(parts.hostname)
