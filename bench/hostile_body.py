@@ -10,8 +10,8 @@ and the parse-and-verify floor app (bench/accept_floor.py, gunicorn gthread, one
 * signed: 50,000 lots x 5 photo URLs (~18 MB, the published recipe), which must answer 201, and
   the same body POSTed to the floor app, which only parses and verifies it (the two in turn).
 
-Each row: HTTP status, time from the first byte sent to the answer read, and the serving process's
-memory growth to its peak (VmHWM reset through /proc/<pid>/clear_refs before each POST, and VmRSS
+Each row: HTTP status, time from the first byte sent to the answer read, CPU seconds of the serving
+process (and of PostgreSQL's backends for the signed body), and the serving process's memory growth to its peak (VmHWM reset through /proc/<pid>/clear_refs before each POST, and VmRSS
 sampled every 20 ms). The unsigned bodies go first, to processes that have not yet grown.
 
 Targets: 8M-lot body 4xx with growth <= 200 MB; signed accept median <= 2 x the floor's median.
@@ -65,14 +65,27 @@ def floor_pids(process: Process) -> list[int]:
     return harness._children(process.pid) or [process.pid]
 
 
-def post(session: requests.Session, url: str, body: bytes, pids: list[int], timeout: float) -> tuple[int, float, float]:
-    """(status, seconds, growth to peak of the process that grew most, MB)."""
+def cpu_of(pids: list[int]) -> dict[int, float]:
+    return {pid: harness.cpu_seconds(pid) or 0.0 for pid in pids}
+
+
+def post(session: requests.Session, url: str, body: bytes, pids: list[int], timeout: float,
+         database_pids=lambda: []) -> tuple[int, float, float, float, float]:
+    """(status, seconds, growth to peak of the process that grew most (MB), its CPU seconds, PostgreSQL CPU seconds).
+
+    CPU seconds are less disturbed than wall time by other work on a shared machine."""
+    cpu_before = cpu_of(pids)
+    database_before = cpu_of(database_pids())
     with RssSampler(pids) as sampler:
         started = time.perf_counter()
         answer = session.post(url, data=body, headers={"Content-Type": "application/json"}, timeout=timeout)
         elapsed = time.perf_counter() - started
-    growth, _kept = sampler.growth(sampler.busiest)
-    return answer.status_code, elapsed, growth
+    busiest = sampler.busiest
+    growth, _kept = sampler.growth(busiest)
+    cpu = (harness.cpu_seconds(busiest) or 0.0) - cpu_before.get(busiest, 0.0)
+    database_after = cpu_of(database_pids())
+    database = sum(value - database_before.get(pid, 0.0) for pid, value in database_after.items())
+    return answer.status_code, elapsed, growth, cpu, database
 
 
 def empty_lots_body(count: int) -> bytes:
@@ -92,21 +105,22 @@ def main(argv=None) -> int:
         url = f"{stack.service_url}/api/v1/generate-descriptions"
 
         def measure(label: str, make_body, target: str, expect):
-            statuses, times, growths = [], [], []
+            statuses, times, growths, cpus = [], [], [], []
             size = 0.0
             for run in range(1, args.runs + 1):
                 body = make_body(run)
                 size = len(body) / 1e6
-                status, elapsed, growth = post(session, url, body, pids, args.timeout)
+                status, elapsed, growth, cpu, _database = post(session, url, body, pids, args.timeout)
                 del body
-                note(f"{label} run {run}: {status} in {elapsed:.3f} s, growth {growth:+.0f} MB")
+                note(f"{label} run {run}: {status} in {elapsed:.3f} s, growth {growth:+.0f} MB, CPU {cpu:.2f} s")
                 statuses.append(status)
                 times.append(elapsed)
                 growths.append(growth)
+                cpus.append(cpu)
             ok = all(expect(status) for status in statuses)
             rows.append((label, f"{size:.1f}", "/".join(sorted({str(s) for s in statuses})),
                          " / ".join(f"{t:.3f}" for t in times), f"**{median(times):.3f}**",
-                         f"{max(growths):+.0f}", target))
+                         f"{median(cpus):.2f}", "–", f"{max(growths):+.0f}", target))
             return ok, max(growths)
 
         nested = b'{"lots":' + b"[" * 100_000 + b"]" * 100_000 + b"}"
@@ -124,23 +138,26 @@ def main(argv=None) -> int:
         lots = harness.lots_with_images(args.lots, args.photos, stack.image_base, prefix="signed")
         body = harness.signed_generate_body(lots, ["en", "de", "fr"])
         del lots
-        results = {"service": ([], [], []), "floor": ([], [], [])}
+        results = {"service": ([], [], [], [], []), "floor": ([], [], [], [], [])}
         targets = {"service": (url, lambda: pids), "floor": (f"{floor_url}/api/v1/generate-descriptions",
                                                              lambda: floor_pids(floor))}
         for run in range(1, args.runs + 1):
             for name, (where, pids_of) in targets.items():
-                status, elapsed, growth = post(session, where, body, pids_of(), args.timeout)
-                note(f"signed {name} run {run}: {status} in {elapsed:.3f} s, growth {growth:+.0f} MB")
-                for bucket, value in zip(results[name], (status, elapsed, growth)):
+                measured = post(session, where, body, pids_of(), args.timeout, stack.database_backend_pids)
+                note(f"signed {name} run {run}: {measured[0]} in {measured[1]:.3f} s, growth {measured[2]:+.0f} MB, "
+                     f"CPU {measured[3]:.2f} s, PostgreSQL CPU {measured[4]:.2f} s")
+                for bucket, value in zip(results[name], measured):
                     bucket.append(value)
         for name, label in (("service", f"signed: {args.lots:,} lots x {args.photos} URLs, the service"),
                             ("floor", "floor: the same body, json.loads + signature only (accept_floor.py)")):
-            statuses, times, growths = results[name]
+            statuses, times, growths, cpus, database = results[name]
             rows.append((label, f"{len(body) / 1e6:.1f}", "/".join(sorted({str(v) for v in statuses})),
                          " / ".join(f"{t:.3f}" for t in times), f"**{median(times):.3f}**",
-                         f"{max(growths):+.0f}", "201"))
+                         f"{median(cpus):.2f}", f"{median(database):.2f}", f"{max(growths):+.0f}", "201"))
         ratio = median(results["service"][1]) / median(results["floor"][1])
-        rows.append(("**service / floor**", "", "", "", f"**{ratio:.2f} x**", "", f"<= {args.target_ratio:g} x"))
+        cpu_ratio = median(results["service"][3]) / max(1e-9, median(results["floor"][3]))
+        rows.append(("**service / floor**", "", "", "", f"**{ratio:.2f} x**", f"{cpu_ratio:.2f} x", "", "",
+                     f"<= {args.target_ratio:g} x"))
         accepted = all(v == 201 for v in results["service"][0] + results["floor"][0])
         verdicts.append((f"signed accept <= {args.target_ratio:g} x its floor", accepted and ratio <= args.target_ratio,
                          f"{ratio:.2f} x ({median(results['service'][1]):.3f} s vs {median(results['floor'][1]):.3f} s)"))
@@ -149,7 +166,8 @@ def main(argv=None) -> int:
           f"{args.runs} POSTs per row; 1-min load average {load_before} before, {harness.load_average()} after "
           f"(on {os.cpu_count()} CPUs).\n")
     print(harness.markdown_table(("request", "body (MB)", "status", "runs (s)", "median (s)",
-                                  "largest growth to peak (MB)", "target"), rows))
+                                  "serving process CPU (s)", "PostgreSQL CPU (s)", "largest growth to peak (MB)",
+                                  "target"), rows))
     print()
     for label, ok, figure in verdicts:
         print(f"- {label}: **{'met' if ok else 'MISSED'}** {figure}")
