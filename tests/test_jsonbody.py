@@ -64,3 +64,16 @@ def test_padded_lots_past_the_limit_stop_at_the_limit_plus_one():
     peak, error = _peak_bytes(raw)
     assert error.status == 400 and error.details == {"field": "lots"}
     assert peak < 2 * len(raw) + 20_000_000, peak
+
+
+def test_both_parse_paths_hold_the_limit():
+    few = json.dumps({"lots": [{"lot_id": str(i)} for i in range(12)]}).encode()      # one call to json.loads
+    many = json.dumps({"lots": [[[[[[[[[[{}]]]]]]]]]] * 12}).encode()   # 10 containers a lot: walked lot by lot
+    for raw, counted in ((few, 12), (many, 11)):
+        with pytest.raises(ServiceError) as caught:
+            load_object(raw, array_limits={"lots": 10}, default_array_limit=10,
+                        too_many={"lots": lambda key, limit, n: ServiceError(413, "BATCH_SIZE_EXCEEDED", key,
+                                                                              {"provided_lots": n})})
+        assert caught.value.status == 413 and caught.value.details == {"provided_lots": counted}
+    assert load_object(few, array_limits={"lots": 12}, default_array_limit=12) == json.loads(few)
+    assert load_object(many, array_limits={"lots": 12}, default_array_limit=12) == json.loads(many)

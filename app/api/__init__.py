@@ -17,8 +17,9 @@ def runtime():
 def read_json_object() -> dict:
     """The body as a JSON object, or its 4xx; parsed once per request (the rate limiter asks first).
 
-    The parse is bounded (app/jsonbody.py): ``lots`` stops at MAX_BATCH_SIZE + 1 elements (413), as
-    does any other top-level array, since none of this work can be refused for its signature yet.
+    The parse is bounded (app/jsonbody.py): ``lots`` is held to MAX_BATCH_SIZE (413; counting stops at
+    MAX_BATCH_SIZE + 1 when the body is large enough to matter), as is any other top-level array (400),
+    since none of this work can be refused for its signature yet.
     A refusal is remembered as well as a result, so the view does not parse the body again.
     """
     if "json_body" in g:
@@ -28,7 +29,7 @@ def read_json_object() -> dict:
     limit = runtime().settings.max_batch_size
     try:
         body = load_object(request.get_data(cache=True), array_limits={"lots": limit}, default_array_limit=limit,
-                           too_many={"lots": lambda _key, most: batch_size_exceeded(most + 1, most)})
+                           too_many={"lots": lambda _key, most, counted: batch_size_exceeded(counted, most)})
     except ServiceError as exc:
         g.json_body = exc
         raise
