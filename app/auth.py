@@ -22,9 +22,16 @@ def invalid() -> ServiceError:
     return ServiceError(403, "INVALID_SIGNATURE", "Invalid HMAC signature")
 
 
-def check(message: bytes | str, signature: str | None) -> None:
-    if not signature or not signature.strip():
+def malformed() -> ServiceError:
+    return ServiceError(403, "INVALID_SIGNATURE", "Invalid HMAC signature: expected sha256=<64 hex digits>")
+
+
+def check(message: bytes | str, signature: object) -> None:
+    """401 when no signature is given, 403 when it is malformed (checked first) or does not match."""
+    if signature is None or (isinstance(signature, str) and not signature.strip()):
         raise missing()
+    if signing.parse_signature(signature) is None:
+        raise malformed()
     if not signing.verify(_keys(), message, signature):
         raise invalid()
 
@@ -37,6 +44,15 @@ def require_header_signature(message: bytes | str) -> None:
 def require_lots_signature(body: dict, lots: list) -> None:
     """Generate requests sign the canonical JSON of ``lots``, in the body field or the X-Signature header."""
     signature = body.get("signature")
-    if signature is not None and not isinstance(signature, str):
-        raise ServiceError(400, "VALIDATION_ERROR", "Field 'signature' must be a string", {"field": "signature"})
-    check(signing.canonical_lots(lots), signature or request.headers.get("X-Signature"))
+    if signature is None or signature == "":
+        signature = request.headers.get("X-Signature")
+    if signature is None or (isinstance(signature, str) and not signature.strip()):
+        raise missing()
+    if signing.parse_signature(signature) is None:
+        raise malformed()
+    try:
+        message = signing.canonical_lots(lots)
+    except (RecursionError, ValueError):
+        # nesting the parser accepted but the encoder cannot repeat; such lots can never be valid
+        raise invalid() from None
+    check(message, signature)

@@ -19,6 +19,8 @@ POLLING_ENDPOINTS = (
 
 
 def _is_batch() -> bool:
+    """Several lots: the batch limit. Reads the body through read_json_object, which keeps what it
+    parsed (or the refusal) for the view, so the body is parsed once whichever limit applies."""
     from app.api import read_json_object
 
     try:

@@ -28,6 +28,12 @@ def require_object(body: Any) -> dict:
     return body
 
 
+def batch_size_exceeded(provided: int, max_batch_size: int) -> ServiceError:
+    """413 for too many lots; the body parser stops counting at max + 1, so ``provided`` is at most that."""
+    return ServiceError(413, "BATCH_SIZE_EXCEEDED", f"Batch size exceeds maximum limit of {max_batch_size:,} lots",
+                        {"provided_lots": provided, "max_allowed": max_batch_size})
+
+
 def require_lots_list(body: dict) -> list:
     if "lots" not in body:
         raise bad_request("Field 'lots' is required", "lots", "MISSING_FIELD")
@@ -47,10 +53,12 @@ def is_http_url(url: Any) -> bool:
     It runs for every photo of up to 50,000 lots, so the common plain form is matched by one
     compiled pattern and only the rest goes through urlsplit.
     """
-    if not isinstance(url, str) or not url or len(url) > MAX_URL or _WHITESPACE.search(url):
+    if not isinstance(url, str) or not url or len(url) > MAX_URL:
         return False
     if _PLAIN_HTTP_URL.match(url):
-        return True
+        return True  # the pattern admits no white space, so the search below is only for the rest
+    if _WHITESPACE.search(url):
+        return False
     try:
         parts = urlsplit(url)
         return parts.scheme in ("http", "https") and bool(parts.hostname)
@@ -132,8 +140,7 @@ def parse_generate(body: dict, *, max_batch_size: int, max_sync_images: int, max
     """Validate a signed generate-descriptions body (the signature is checked before this)."""
     raw_lots = require_lots_list(body)
     if len(raw_lots) > max_batch_size:
-        raise ServiceError(413, "BATCH_SIZE_EXCEEDED", f"Batch size exceeds maximum limit of {max_batch_size:,} lots",
-                           {"provided_lots": len(raw_lots), "max_allowed": max_batch_size})
+        raise batch_size_exceeded(len(raw_lots), max_batch_size)
     version = body.get("version", "1.0.0")
     if not isinstance(version, str) or len(version) > 32:
         raise bad_request("Field 'version' must be a short string", "version")

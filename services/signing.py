@@ -5,7 +5,12 @@ import base64
 import hashlib
 import hmac
 import json
+import re
 from typing import Any, Iterable
+
+# ``sha256=`` (any case) and 64 hex digits, or the digits alone; ASCII only. Spelled out rather than
+# re.IGNORECASE, which would let non-ASCII look-alikes (U+017F for "s", U+212A for "k") through.
+_SIGNATURE = re.compile(r"(?:[sS][hH][aA]256=)?([0-9a-fA-F]{64})", re.ASCII)
 
 
 def canonical_lots(lots: Any) -> bytes:
@@ -27,16 +32,23 @@ def sign(key: str, message: bytes | str) -> str:
     return "sha256=" + hex_hmac(key, message)
 
 
-def strip_prefix(signature: str) -> str:
-    value = signature.strip()
-    if value.lower().startswith("sha256="):
-        value = value[len("sha256="):]
-    return value.lower()
+def parse_signature(signature: Any) -> str | None:
+    """The 64 lower-case hex digits of a well-formed signature, or None for anything else.
+
+    Checked before any comparison: ``hmac.compare_digest`` raises TypeError on non-ASCII text,
+    and a value of the wrong shape cannot match anyway.
+    """
+    if not isinstance(signature, str) or len(signature) > 200:
+        return None
+    match = _SIGNATURE.fullmatch(signature.strip())
+    return match.group(1).lower() if match else None
 
 
-def verify(keys: Iterable[str], message: bytes | str, signature: str) -> bool:
+def verify(keys: Iterable[str], message: bytes | str, signature: Any) -> bool:
     """True when ``signature`` (with or without the ``sha256=`` prefix) matches any current key."""
-    given = strip_prefix(signature)
+    given = parse_signature(signature)
+    if given is None:
+        return False
     matched = False
     for key in keys:
         # every key is compared, so the time taken does not reveal which one matched
