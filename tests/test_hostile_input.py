@@ -78,7 +78,7 @@ SIGNATURES = {
 
 
 def operations() -> list[tuple[str, str]]:
-    document = build_document(Settings.from_env({"SHARED_KEY": TEST_KEY, "TESTING": "true"}))
+    document = build_document(Settings.from_env({"SHARED_KEY": TEST_KEY, "TESTING": "true", "OPENAI_SANDBOX": "true"}))
     found = []
     for path, item in document["paths"].items():
         for method in item:

@@ -9,18 +9,25 @@ from app.schemas import parse_generate, parse_url_list, require_lots_list
 from services import costs, jobs
 from services.clock import iso, utcnow
 from services.images import required_images
+from services.lots import GenerateRequest
 
 MAX_VALIDATION_URLS = 50
+
+
+def read_generate_request() -> GenerateRequest:
+    """The body of generate-descriptions (and of estimate): signature first, then every field checked."""
+    s = runtime().settings
+    body = read_json_object()
+    auth.require_lots_signature(body, require_lots_list(body))
+    return parse_generate(body, max_batch_size=s.max_batch_size, max_sync_images=s.max_sync_images,
+                          max_images_per_lot=s.max_images_per_lot, max_languages=s.max_languages)
 
 
 @bp.post("/generate-descriptions")
 def generate_descriptions():
     rt = runtime()
     s = rt.settings
-    body = read_json_object()
-    auth.require_lots_signature(body, require_lots_list(body))
-    req = parse_generate(body, max_batch_size=s.max_batch_size, max_sync_images=s.max_sync_images,
-                         max_images_per_lot=s.max_images_per_lot, max_languages=s.max_languages)
+    req = read_generate_request()
     if req.is_batch:
         job = jobs.create_job(rt.db, req, s, metrics=rt.metrics)
         if rt.worker is not None:
