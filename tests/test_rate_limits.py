@@ -2,8 +2,14 @@
 from __future__ import annotations
 
 import socket
+import uuid
 
+import pytest
 import requests
+from limits import parse
+from limits.storage import RedisStorage
+
+from app.limits import ProcessSlidingWindows, SharedSlidingWindows
 
 from tests.support.client import Api, header_signature, lot
 
@@ -78,3 +84,55 @@ def test_forwarded_address_is_ignored_without_a_trusted_proxy(make_live):
                           headers={"X-Signature": header_signature(job_id), "X-Forwarded-For": f"10.0.0.{i}"}
                           ).status_code for i in range(3)]
     assert codes == [404, 404, 429]
+
+
+class Clock:
+    def __init__(self, now: float):
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_in_process_polling_window_counts_like_a_sliding_window():
+    clock = Clock(6000.0)  # the start of a one-minute window
+    windows = ProcessSlidingWindows(clock)
+    item = parse("10/minute")
+    assert [windows.hit(item, "a") for _ in range(10)] == [None] * 10
+    wait = windows.hit(item, "a")
+    assert wait == pytest.approx(60 + 60 * (1 - 9 / 10))  # the window's end, then a tenth of the next one
+    assert windows.hit(item, "b") is None  # per address
+    clock.now += wait - 0.5
+    assert windows.hit(item, "a") is not None  # just before the time it named: still refused
+    clock.now += 0.5
+    assert windows.hit(item, "a") is None
+    # halfway through a window, the previous window's 10 count as 5: five more polls, not ten
+    clock.now = 6000.0 + 120 + 30
+    fresh = ProcessSlidingWindows(clock)
+    clock.now -= 60
+    for _ in range(10):
+        assert fresh.hit(item, "c") is None
+    clock.now += 60
+    assert [fresh.hit(item, "c") is None for _ in range(6)] == [True] * 5 + [False]
+
+
+def test_in_process_polling_windows_forget_idle_addresses():
+    clock = Clock(6000.0)
+    windows = ProcessSlidingWindows(clock)
+    item = parse("10/minute")
+    for address in range(100):
+        windows.hit(item, str(address))
+    assert len(windows) == 100
+    clock.now += 180  # two windows later nothing of theirs counts any more
+    windows.hit(item, "new")
+    assert len(windows) == 1
+
+
+def test_polling_window_on_redis_refuses_after_the_limit():
+    """RATELIMIT_STORAGE_URI=redis://: the same counting through the limits library, shared by instances."""
+    storage = RedisStorage("redis://127.0.0.1:6379")
+    windows = SharedSlidingWindows(storage)
+    item = parse("3/minute")
+    address = f"test-{uuid.uuid4().hex}"  # its own key in a Redis others may use
+    assert [windows.hit(item, address) is None for _ in range(4)] == [True, True, True, False]
+    assert 0 < windows.hit(item, address) <= 120
