@@ -3,14 +3,31 @@
 One endpoint serves both sync and batch requests, so its two limits look at the body: a
 request with one lot counts against RATE_LIMIT_SYNC, with more against RATE_LIMIT_BATCH.
 Storage is in memory by default; RATELIMIT_STORAGE_URI (e.g. redis://) shares it between instances.
+
+The polling endpoints are limited by the ``limits`` library (what Flask-Limiter is built on) called
+directly, on the same storage: profiled, Flask-Limiter's per-request bookkeeping (resolving, filtering
+and evaluating the route's limits in its before-request hook and again in the decorator, then the
+X-RateLimit headers) cost a poll more than its database read. They count a sliding window (two
+counters per client and window, a constant cost; the moving window keeps one entry per request).
 """
 from __future__ import annotations
 
-from flask import Flask
+import functools
+import logging
+import math
+import threading
+import time
+
+from flask import Flask, request
 from flask_limiter import Limiter
 from flask_limiter.util import get_remote_address
+from limits import RateLimitItem, parse_many
+from limits.storage import MemoryStorage
+from limits.strategies import SlidingWindowCounterRateLimiter
 
 from services.errors import ServiceError
+
+log = logging.getLogger(__name__)
 
 POLLING_ENDPOINTS = (
     "api.batch_status", "api.batch_results", "api.batch_results_download", "api.batch_jobs", "api.cancel",
@@ -41,16 +58,142 @@ def init_app(app: Flask) -> Limiter:
         swallow_errors=True,
         key_prefix="genservice",
     )
+    hooks = _hook_counts(app)
     limiter.init_app(app)
+    polling = set(POLLING_ENDPOINTS) & set(app.view_functions)
+    # Flask-Limiter's own hooks run for the routes it limits, not for polling (see the module docstring)
+    _skip_new_hooks(app, hooks, lambda: request.endpoint in polling)
     generate = "api.generate_descriptions"
     if generate in app.view_functions:
         view = app.view_functions[generate]
         view = limiter.limit(settings.rate_limit_sync, scope="sync", exempt_when=_is_batch)(view)
         view = limiter.limit(settings.rate_limit_batch, scope="batch", exempt_when=lambda: not _is_batch())(view)
         app.view_functions[generate] = view
-    for endpoint in POLLING_ENDPOINTS:
-        if endpoint in app.view_functions:
-            app.view_functions[endpoint] = limiter.limit(settings.rate_limit_polling, scope="polling")(
-                app.view_functions[endpoint])
+    if settings.ratelimit_enabled:
+        check = polling_check(limiter, settings.rate_limit_polling)
+        for endpoint in polling:
+            app.view_functions[endpoint] = _limited(app.view_functions[endpoint], check)
     app.extensions["genservice_limiter"] = limiter
     return limiter
+
+
+def polling_check(limiter: Limiter, rate: str):
+    """A function that counts one poll for the caller's address, or raises 429 RATE_LIMITED with
+    Retry-After once any of the ``rate`` limits (``1000/minute``, or several separated by ``;``) is used up."""
+    items = parse_many(rate)
+    storage = limiter.storage
+    windows = ProcessSlidingWindows() if isinstance(storage, MemoryStorage) else SharedSlidingWindows(storage)
+
+    def check() -> None:
+        address = get_remote_address()
+        for item in items:
+            try:
+                wait = windows.hit(item, address)
+            except Exception as error:  # an unreachable storage lets the request through, as the other limits do
+                log.warning("rate limit storage failed (%s); polling request let through", type(error).__name__)
+                return
+            if wait is not None:
+                raise ServiceError(429, "RATE_LIMITED",
+                                   f"Rate limit exceeded ({item}); retry after the time in Retry-After",
+                                   retry_after=max(1, math.ceil(wait)))
+    return check
+
+
+class SharedSlidingWindows:
+    """The sliding-window counter of the limits library on a shared storage (redis://, memcached://)."""
+
+    def __init__(self, storage):
+        self.strategy = SlidingWindowCounterRateLimiter(storage)
+
+    def hit(self, item: RateLimitItem, address: str) -> float | None:
+        """None when the poll is allowed (and counted), else the seconds to wait."""
+        if self.strategy.hit(item, "genservice", "polling", address):
+            return None
+        try:
+            return self.strategy.get_window_stats(item, "genservice", "polling", address).reset_time - time.time()
+        except Exception:
+            return float(item.get_expiry())
+
+
+class ProcessSlidingWindows:
+    """The same sliding-window counter, in this process (RATELIMIT_STORAGE_URI=memory://, the default).
+
+    Written here because the limits library's memory storage starts a timer thread, 10 ms after any
+    hit that finds none running, to expire its keys: under steady polling that is a new thread every
+    10 ms in every process, and in bench/polling_floor.py it cost each poll about 0.15 ms of CPU, a
+    fifth of the whole request. Here a window is two counters per address and limit, stale ones are
+    dropped once per window length, and the count is the library's: the previous window's count,
+    weighted by how much of it still overlaps the last ``expiry`` seconds, plus the current one's.
+    """
+
+    def __init__(self, clock=time.time):
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._windows: dict[tuple, list] = {}  # (amount, expiry, address) -> [window number, count, previous count]
+        self._next_prune = 0.0
+
+    def hit(self, item: RateLimitItem, address: str) -> float | None:
+        """None when the poll is allowed (and counted), else the seconds until it would be."""
+        expiry = item.get_expiry()
+        amount = item.amount
+        now = self._clock()
+        number, into = divmod(now, expiry)
+        key = (amount, expiry, address)
+        with self._lock:
+            if now >= self._next_prune:
+                self._prune(now)
+            window = self._windows.get(key)
+            if window is None or window[0] < number - 1:
+                window = self._windows[key] = [number, 0, 0]
+            elif window[0] == number - 1:
+                window[:] = [number, 0, window[1]]
+            current, previous = window[1], window[2]
+            if previous * (expiry - into) / expiry + current + 1 <= amount:
+                window[1] += 1
+                return None
+        left = expiry - into
+        if current + 1 <= amount:  # the previous window's share has to fade enough
+            return max(0.0, left - (amount - 1 - current) * expiry / previous)
+        # this window is used up: it becomes the previous one, whose share fades in the next
+        return left + expiry * (1 - (amount - 1) / current)
+
+    def __len__(self) -> int:
+        return len(self._windows)
+
+    def _prune(self, now: float) -> None:
+        self._windows = {key: window for key, window in self._windows.items()
+                         if window[0] >= now // key[1] - 1}
+        self._next_prune = now + 60
+
+
+_HOOKS = ("before_request_funcs", "after_request_funcs", "teardown_request_funcs")
+
+
+def _hook_counts(app: Flask) -> dict[str, int]:
+    return {name: len(getattr(app, name).get(None, [])) for name in _HOOKS}
+
+
+def _skip_new_hooks(app: Flask, before: dict[str, int], skip) -> None:
+    """Wrap the app-wide hooks registered since ``before`` so that they do nothing when ``skip()``."""
+    def before_request(hook):
+        return functools.wraps(hook)(lambda: None if skip() else hook())
+
+    def after_request(hook):
+        return functools.wraps(hook)(lambda response: response if skip() else hook(response))
+
+    def teardown_request(hook):
+        return functools.wraps(hook)(lambda error=None: None if skip() else hook(error))
+
+    wrap = {"before_request_funcs": before_request, "after_request_funcs": after_request,
+            "teardown_request_funcs": teardown_request}
+    for name, count in before.items():
+        hooks = getattr(app, name).get(None, [])
+        hooks[count:] = [wrap[name](hook) for hook in hooks[count:]]
+
+
+def _limited(view, check):
+    @functools.wraps(view)
+    def limited(*args, **kwargs):
+        check()
+        return view(*args, **kwargs)
+    return limited

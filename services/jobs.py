@@ -10,7 +10,7 @@ import uuid
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import func, insert, select, update
+from sqlalchemy import bindparam, func, insert, select, update
 from sqlalchemy.orm import Session
 
 from database import Database
@@ -197,13 +197,16 @@ def list_item_view(job: BatchJob) -> dict[str, Any]:
     }
 
 
+JOB_SNAPSHOT = select(*SNAPSHOT_COLUMNS).where(BatchJob.id == bindparam("job_id"))
+
+
 def get_job(db: Database, job_id: str) -> JobSnapshot:
     """The job as it is now, read in one statement: clients poll the status endpoint hard, so it costs
-    one round trip, and neither a transaction nor an ORM session."""
+    one round trip, and neither a transaction nor an ORM session nor SQLAlchemy's per-call machinery
+    (the statement is compiled once per database, see OneRowQuery)."""
     if not isinstance(job_id, str) or len(job_id) > 64:
         raise job_not_found(job_id)
-    with db.read() as conn:
-        row = conn.execute(select(*SNAPSHOT_COLUMNS).where(BatchJob.id == job_id)).one_or_none()
+    row = db.one_row_query(JOB_SNAPSHOT).one_or_none(job_id=job_id)
     if row is None:
         raise job_not_found(job_id)
     return JobSnapshot(*row)
