@@ -99,11 +99,15 @@ class OneRowQuery:
         self.sql = str(compiled)
         self._positions = tuple(compiled.positiontup or ()) if compiled.positional else None
         self._fixed = dict(compiled.params)  # the values the statement carries itself (literals)
-        self._processors = tuple(column.type.dialect_impl(dialect).result_processor(dialect, None)
-                                 for column in statement.selected_columns)
+        # built from the driver's column types on the first row (PostgreSQL's numeric processors need them)
+        self._processors: tuple | None = None
         self.statement = statement
         self._database = database
         self._postgres = dialect.name == "postgresql"
+
+    def _result_processors(self, dialect, description) -> tuple:
+        return tuple(column.type.dialect_impl(dialect).result_processor(dialect, described[1])
+                     for column, described in zip(self.statement.selected_columns, description))
 
     def one_or_none(self, **params) -> tuple | None:
         """The row for these bind parameters (by name, passed to the driver as they are), or None."""
@@ -124,6 +128,8 @@ class OneRowQuery:
                 cursor = raw.cursor()
                 cursor.execute(self.sql, arguments)
                 row = cursor.fetchone()
+                if self._processors is None:
+                    self._processors = self._result_processors(dialect, cursor.description)
             except dialect.loaded_dbapi.Error as error:
                 if dialect.is_disconnect(error, driver, cursor):
                     raw.invalidate(error)

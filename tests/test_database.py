@@ -121,6 +121,8 @@ def test_one_row_query_reads_like_the_orm(make_app):
     snapshot = jobs.get_job(rt.db, job_id)
     assert snapshot == expected
     assert snapshot.languages == ["en", "de"] and snapshot.created_at.tzinfo is not None
+    # a float column (the estimate in dollars) needs the driver's column type on PostgreSQL
+    assert isinstance(snapshot.estimated_cost_usd, float) and snapshot.estimated_cost_usd > 0
     assert rt.metrics.db_ops.labels(operation="read")._value.get() == reads + 1
     assert rt.db.one_row_query(jobs.JOB_SNAPSHOT).one_or_none(job_id="no-such-job") is None
     assert _echo_query(rt.db).one_or_none(value="x") == (1, "x")
