@@ -29,9 +29,9 @@ import os
 import socket
 import threading
 from concurrent.futures import Future
-from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from typing import AsyncIterator, Callable, Coroutine, Iterable, Iterator, Sequence
+from collections import deque
+from typing import Callable, Coroutine, Iterable, Iterator, Sequence
 
 import aiohttp
 from yarl import URL
@@ -100,25 +100,67 @@ class _Reply:
 
 
 class _HostGates:
-    """One semaphore per destination, dropped again when nobody holds or waits for it."""
+    """How many checks each destination has in flight (over every call), within ``size`` each.
+
+    Taking a gate never waits: a caller that finds every host it has work for at its cap waits
+    for :meth:`freed`, which wakes whenever any check ends.
+    """
 
     def __init__(self, size: int):
         self.size = size
-        self._gates: dict[str, list] = {}
+        self._busy: dict[str, int] = {}
+        self._waiters: list[asyncio.Future] = []
 
-    @asynccontextmanager
-    async def hold(self, key: str) -> AsyncIterator[None]:
-        entry = self._gates.get(key)
-        if entry is None:
-            entry = self._gates[key] = [asyncio.Semaphore(self.size), 0]
-        entry[1] += 1
-        try:
-            async with entry[0]:
-                yield
-        finally:
-            entry[1] -= 1
-            if entry[1] == 0:
-                del self._gates[key]
+    def try_take(self, key: str) -> bool:
+        busy = self._busy.get(key, 0)
+        if busy >= self.size:
+            return False
+        self._busy[key] = busy + 1
+        return True
+
+    def give(self, key: str) -> None:
+        busy = self._busy[key] - 1
+        if busy:
+            self._busy[key] = busy
+        else:
+            del self._busy[key]
+        waiters, self._waiters = self._waiters, []
+        for waiter in waiters:
+            if not waiter.done():
+                waiter.set_result(None)
+
+    async def freed(self) -> None:
+        waiter = asyncio.get_running_loop().create_future()
+        self._waiters.append(waiter)
+        await waiter
+
+
+class _Queue:
+    """One call's URLs, grouped by destination and handed out round robin to hosts below their cap."""
+
+    def __init__(self, urls: Iterable[str], gates: _HostGates):
+        self.gates = gates
+        self._by_host: dict[str, deque[str]] = {}
+        for url in dict.fromkeys(urls):
+            self._by_host.setdefault(destination(url), deque()).append(url)
+        self._hosts = deque(self._by_host)
+
+    def __len__(self) -> int:
+        return len(self._hosts)
+
+    def take(self) -> tuple[str, str] | None:
+        """(host, url) of the next host in turn that has room, its gate taken; None if all are full."""
+        for _ in range(len(self._hosts)):
+            host = self._hosts[0]
+            self._hosts.rotate(-1)
+            if self.gates.try_take(host):
+                urls = self._by_host[host]
+                url = urls.popleft()
+                if not urls:
+                    del self._by_host[host]
+                    self._hosts.remove(host)
+                return host, url
+        return None
 
 
 class _Loop:
@@ -253,22 +295,44 @@ class ImageChecker:
         self._hosts = _HostGates(self.host_concurrency)
 
     async def _check_distinct(self, urls: Iterable[str], budget: float | None) -> dict[str, ImageCheck]:
+        """Check each distinct URL once; past the call's ``budget`` the rest count as timed out.
+
+        At most ``concurrency`` workers per call take URLs host by host in turn, so neither a
+        call's size nor one host with many URLs creates more work in flight than the caps allow.
+        """
         loop = asyncio.get_running_loop()
         call_deadline = None if budget is None else loop.time() + budget
-        distinct = list(dict.fromkeys(urls))
-        checks = await asyncio.gather(*(self._check(url, call_deadline) for url in distinct))
-        return dict(zip(distinct, checks))
+        queue = _Queue(urls, self._hosts)
+        results: dict[str, ImageCheck] = {}
 
-    async def _check(self, url: str, call_deadline: float | None) -> ImageCheck:
-        loop = asyncio.get_running_loop()
+        async def worker() -> None:
+            while queue:
+                async with self._slots:
+                    taken = queue.take()
+                    if taken is not None:
+                        host, url = taken
+                        try:
+                            results[url] = await self._check(url, call_deadline)
+                        finally:
+                            self._hosts.give(host)
+                        continue
+                await self._hosts.freed()
+
+        workers = min(self.concurrency, sum(1 for _ in dict.fromkeys(urls)) or 1)
         try:
             async with asyncio.timeout_at(call_deadline):
-                async with self._hosts.hold(destination(url)), self._slots:
-                    deadline = loop.time() + self.timeout
-                    if call_deadline is not None:
-                        deadline = min(deadline, call_deadline)
-                    async with asyncio.timeout_at(deadline):
-                        return await self._inspect(url)
+                await asyncio.gather(*(worker() for _ in range(workers)))
+        except TimeoutError:
+            pass
+        return results
+
+    async def _check(self, url: str, call_deadline: float | None) -> ImageCheck:
+        deadline = asyncio.get_running_loop().time() + self.timeout
+        if call_deadline is not None:
+            deadline = min(deadline, call_deadline)
+        try:
+            async with asyncio.timeout_at(deadline):
+                return await self._inspect(url)
         except TimeoutError:
             return _failed(url, "timeout")
         except BlockedURL as exc:

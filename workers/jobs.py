@@ -30,7 +30,7 @@ from workers.stages import Stage, TranslationStage, VisionStage
 
 log = logging.getLogger(__name__)
 
-IMAGE_PAGE = 200
+IMAGE_PAGE = 1000  # lots per photo-check call: enough URLs to keep the checker's slots busy
 BACKOFF_SECONDS = 5.0
 TIME_SLICE_SECONDS = 20.0
 
