@@ -1,4 +1,4 @@
-"""webhook deliveries carry their destination host
+"""webhook deliveries carry their destination host; lots can be leased for their photo checks
 
 Revision ID: 0003
 Revises: 0001
@@ -6,7 +6,7 @@ Create Date: 2026-12-01
 
 The dispatcher shares its pool per destination (scheme, host, port) rather than per URL
 string; the column lets it group and exclude by host in SQL. Existing rows are filled in
-from their URLs.
+from their URLs. A lot's lease lets any process check a page of a job's photos.
 """
 from urllib.parse import urlsplit
 
@@ -34,6 +34,9 @@ def upgrade() -> None:
     with op.batch_alter_table('webhook_deliveries', schema=None) as batch_op:
         batch_op.add_column(sa.Column('destination', sa.String(length=300), nullable=True))
         batch_op.create_index('ix_webhook_deliveries_destination', ['status', 'destination'], unique=False)
+    with op.batch_alter_table('batch_lots', schema=None) as batch_op:
+        batch_op.add_column(sa.Column('lease_owner', sa.String(length=64), nullable=True))
+        batch_op.add_column(sa.Column('lease_expires_at', sa.DateTime(timezone=True), nullable=True))
     table = sa.table('webhook_deliveries', sa.column('id', sa.Integer), sa.column('webhook_url', sa.Text),
                      sa.column('destination', sa.String))
     connection = op.get_bind()
@@ -43,6 +46,9 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
+    with op.batch_alter_table('batch_lots', schema=None) as batch_op:
+        batch_op.drop_column('lease_expires_at')
+        batch_op.drop_column('lease_owner')
     with op.batch_alter_table('webhook_deliveries', schema=None) as batch_op:
         batch_op.drop_index('ix_webhook_deliveries_destination')
         batch_op.drop_column('destination')
