@@ -148,6 +148,10 @@ class _Queue:
     def __len__(self) -> int:
         return len(self._hosts)
 
+    @property
+    def urls(self) -> int:
+        return sum(len(urls) for urls in self._by_host.values())
+
     def take(self) -> tuple[str, str] | None:
         """(host, url) of the next host in turn that has room, its gate taken; None if all are full."""
         for _ in range(len(self._hosts)):
@@ -318,7 +322,7 @@ class ImageChecker:
                         continue
                 await self._hosts.freed()
 
-        workers = min(self.concurrency, sum(1 for _ in dict.fromkeys(urls)) or 1)
+        workers = min(self.concurrency, queue.urls or 1)
         try:
             async with asyncio.timeout_at(call_deadline):
                 await asyncio.gather(*(worker() for _ in range(workers)))
@@ -341,6 +345,8 @@ class ImageChecker:
             return _failed(url, exc.reason, exc.status_code)
         except (aiohttp.ClientError, OSError, ValueError) as exc:
             return _failed(url, _transport_reason(exc))
+        except Exception as exc:  # whatever else a hostile answer provokes fails this photo, never the caller
+            return _failed(url, f"request failed ({type(exc).__name__})")
 
     async def _inspect(self, url: str) -> ImageCheck:
         self._guard(url)
