@@ -144,7 +144,8 @@ class Settings:
     image_timeout: float = 10.0
     image_max_bytes: int = 10 * 1024 * 1024
     image_min_ratio: float = 0.5
-    image_check_concurrency: int = 16
+    image_check_concurrency: int = 256
+    image_host_concurrency: int = 32
     batch_validate_images: bool = True
     # outbound network
     allow_private_urls: bool = False
@@ -236,7 +237,8 @@ class Settings:
             image_timeout=_number(env, "IMAGE_TIMEOUT", 10.0, float, 0.1),
             image_max_bytes=_number(env, "IMAGE_MAX_BYTES", 10 * 1024 * 1024, int, 1),
             image_min_ratio=_number(env, "IMAGE_MIN_RATIO", 0.5, float, 0.0, 1.0),
-            image_check_concurrency=_number(env, "IMAGE_CHECK_CONCURRENCY", 16, int, 1, 256),
+            image_check_concurrency=_number(env, "IMAGE_CHECK_CONCURRENCY", 256, int, 1, 4096),
+            image_host_concurrency=_number(env, "IMAGE_HOST_CONCURRENCY", 32, int, 1, 4096),
             batch_validate_images=_bool(env, "BATCH_VALIDATE_IMAGES", True),
             allow_private_urls=_bool(env, "ALLOW_PRIVATE_URLS", False),
             outbound_allowed_hosts=_hosts(env, "OUTBOUND_ALLOWED_HOSTS"),

@@ -69,7 +69,8 @@ class Runtime:
             log.warning("ALLOW_PRIVATE_URLS is on: photos and webhooks may reach private and loopback addresses "
                         "(development and tests only)")
         self.images = ImageChecker(self.policy, timeout=settings.image_timeout, max_bytes=settings.image_max_bytes,
-                                   concurrency=settings.image_check_concurrency)
+                                   concurrency=settings.image_check_concurrency,
+                                   host_concurrency=settings.image_host_concurrency)
         self.generator = Generator(self.images, self.ai, min_ratio=settings.image_min_ratio)
 
     def _shutdown_metric(self, setting: str, model: str, day) -> None:

@@ -46,6 +46,9 @@ def parse_args(argv=None) -> argparse.Namespace:
                         help="gunicorn -c gunicorn.conf.py main:app (default) or python main.py")
     parser.add_argument("--workers", type=int, default=None,
                         help="GUNICORN_WORKERS (default: unset, so gunicorn.conf.py picks min(4, 2 x CPUs))")
+    parser.add_argument("--image-host-concurrency", type=int, default=256,
+                        help="IMAGE_HOST_CONCURRENCY: every photo is on the one loopback image server, so the "
+                             "per-host cap is the photo stage's width (256; the service default is 32)")
     parser.add_argument("--target", type=float, default=120.0, help="seconds (120)")
     parser.add_argument("--db-name", default="genservice_bench_e2e", help="scratch database name; _<pid> is appended")
     parser.add_argument("--keep-logs", action="store_true")
@@ -79,7 +82,8 @@ def lot_counts(database_url: str) -> dict[str, int]:
 
 def run_job(args, validate: bool, languages: list[str]) -> Run:
     result = Run(validate)
-    extra = {"WORKER_ENABLED": "true", "BATCH_VALIDATE_IMAGES": "true" if validate else "false"}
+    extra = {"WORKER_ENABLED": "true", "BATCH_VALIDATE_IMAGES": "true" if validate else "false",
+             "IMAGE_HOST_CONCURRENCY": str(args.image_host_concurrency)}
     if args.worker_poll_interval:
         extra["WORKER_POLL_INTERVAL"] = str(args.worker_poll_interval)
     sandbox = SandboxOptions()  # every batch duration 0: instant batches

@@ -1,27 +1,47 @@
 """Check that client-supplied photo URLs point at reachable, reasonably sized images.
 
 Every URL and every redirect hop goes through the SSRF guard before any
-traffic; the connection itself is made by the guarded client, which checks
-the addresses a name resolves to.
+traffic; the connection itself is made through the guarding resolver, which
+checks every address a name resolves to before aiohttp connects to it.
+
+The checks run on one asyncio event loop in a thread of their own (aiohttp):
+thousands can be in flight at a fraction of a millisecond of CPU each, where a
+thread per request cost close to a millisecond and a thread. Callers stay
+synchronous: they hand a list of URLs over and wait for the verdicts.
+
+Three bounds hold for every check:
+
+* a wall-clock deadline of ``timeout`` seconds for the whole check (connect,
+  headers, body, the GET after a refused HEAD and every redirect hop), so a
+  host that drips one byte a second is cut at the deadline;
+* ``concurrency`` checks in flight per process;
+* ``host_concurrency`` checks in flight per destination (scheme, host, port),
+  taken before a process-wide slot, so a host with thousands of URLs (however
+  they are spelt) queues behind its own cap and never fills the pool.
 """
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import math
+import os
 import socket
-import time
-from concurrent.futures import Future, ThreadPoolExecutor, wait
+import threading
+from concurrent.futures import Future
 from dataclasses import dataclass
-from typing import Iterable, Iterator, Sequence
+from collections import deque
+from typing import Callable, Coroutine, Iterable, Iterator, Sequence
 
-import httpx
+import aiohttp
+from yarl import URL
 
-from services.netguard import BlockedURL, OutboundPolicy, blocked_reason, guarded_client
+from services.netguard import BlockedURL, GuardedResolver, OutboundPolicy, blocked_reason, destination
 
 REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
 HEAD_REFUSED_STATUSES = frozenset({400, 403, 405, 501})
 _WAIT_GRACE = 0.5
+_READ_CHUNK = 64 * 1024
 
 
 @dataclass
@@ -79,11 +99,114 @@ class _Reply:
         return bool(self.content_type) and self.content_type.startswith("image/")
 
 
-class ImageChecker:
-    """Checks image URLs concurrently through one guarded client and one bounded pool.
+class _HostGates:
+    """How many checks each destination has in flight (over every call), within ``size`` each.
 
-    Each request is bounded by ``timeout``; one URL's whole check (HEAD, GET
-    fallback, redirects) by ``timeout * (max_redirects + 2)``.
+    Taking a gate never waits: a caller that finds every host it has work for at its cap waits
+    for :meth:`freed`, which wakes whenever any check ends.
+    """
+
+    def __init__(self, size: int):
+        self.size = size
+        self._busy: dict[str, int] = {}
+        self._waiters: list[asyncio.Future] = []
+
+    def try_take(self, key: str) -> bool:
+        busy = self._busy.get(key, 0)
+        if busy >= self.size:
+            return False
+        self._busy[key] = busy + 1
+        return True
+
+    def give(self, key: str) -> None:
+        busy = self._busy[key] - 1
+        if busy:
+            self._busy[key] = busy
+        else:
+            del self._busy[key]
+        waiters, self._waiters = self._waiters, []
+        for waiter in waiters:
+            if not waiter.done():
+                waiter.set_result(None)
+
+    async def freed(self) -> None:
+        waiter = asyncio.get_running_loop().create_future()
+        self._waiters.append(waiter)
+        await waiter
+
+
+class _Queue:
+    """One call's URLs, grouped by destination and handed out round robin to hosts below their cap."""
+
+    def __init__(self, urls: Iterable[str], gates: _HostGates):
+        self.gates = gates
+        self._by_host: dict[str, deque[str]] = {}
+        for url in dict.fromkeys(urls):
+            self._by_host.setdefault(destination(url), deque()).append(url)
+        self._hosts = deque(self._by_host)
+
+    def __len__(self) -> int:
+        return len(self._hosts)
+
+    @property
+    def urls(self) -> int:
+        return sum(len(urls) for urls in self._by_host.values())
+
+    def take(self) -> tuple[str, str] | None:
+        """(host, url) of the next host in turn that has room, its gate taken; None if all are full."""
+        for _ in range(len(self._hosts)):
+            host = self._hosts[0]
+            self._hosts.rotate(-1)
+            if self.gates.try_take(host):
+                urls = self._by_host[host]
+                url = urls.popleft()
+                if not urls:
+                    del self._by_host[host]
+                    self._hosts.remove(host)
+                return host, url
+        return None
+
+
+class _Loop:
+    """An event loop in a daemon thread, started on first use and again in a forked child."""
+
+    def __init__(self, name: str):
+        self.name = name
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self._pid: int | None = None
+        self._thread: threading.Thread | None = None
+        self._lock = threading.Lock()
+
+    def get(self, setup: Callable[[], Coroutine]) -> asyncio.AbstractEventLoop:
+        """The running loop; a new one runs ``setup()`` before anyone else may use it."""
+        with self._lock:
+            if self.loop is not None and self._pid == os.getpid():
+                return self.loop
+            loop = asyncio.new_event_loop()
+            self._pid = os.getpid()
+            self._thread = threading.Thread(target=loop.run_forever, name=self.name, daemon=True)
+            self._thread.start()
+            asyncio.run_coroutine_threadsafe(setup(), loop).result()
+            self.loop = loop
+            return loop
+
+    def stop(self) -> None:
+        with self._lock:
+            loop, thread, self.loop = self.loop, self._thread, None
+            if loop is None or self._pid != os.getpid():
+                return
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(timeout=5)
+        if not thread.is_alive():
+            loop.close()
+
+
+class ImageChecker:
+    """Checks image URLs concurrently on one event loop through one guarded aiohttp session.
+
+    ``timeout`` bounds one URL's whole check (HEAD, GET fallback, redirects), from
+    the moment it gets its slots; :meth:`check_many` also returns within one
+    ``budget`` of being called, however many URLs of one host wait for slots.
     """
 
     def __init__(
@@ -91,42 +214,52 @@ class ImageChecker:
         policy: OutboundPolicy,
         timeout: float = 10.0,
         max_bytes: int = 10 * 1024 * 1024,
-        concurrency: int = 16,
+        concurrency: int = 256,
         max_redirects: int = 3,
+        host_concurrency: int = 32,
     ):
         self.policy = policy
         self.timeout = timeout
         self.max_bytes = max_bytes
         self.concurrency = concurrency
+        self.host_concurrency = max(1, min(host_concurrency, concurrency))
         self.max_redirects = max_redirects
-        self._client = guarded_client(policy, timeout, max_connections=concurrency)
-        self._executor = ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="image-check")
+        self._loop = _Loop("image-check")
+        self._session: aiohttp.ClientSession | None = None
+        self._slots: asyncio.Semaphore | None = None
+        self._hosts: _HostGates | None = None
 
     @property
     def budget(self) -> float:
         """Upper bound in seconds for checking one URL."""
-        return self.timeout * (self.max_redirects + 2)
+        return self.timeout
 
     def check_one(self, url: str) -> ImageCheck:
-        return self._check(url, time.monotonic() + self.budget)
+        return _result([url], self._run(lambda: self._check_distinct([url], self.budget), self.budget)).checks[0]
 
     def check_many(self, urls: Sequence[str]) -> ImageCheckResult:
         """Check ``urls`` concurrently; the call returns within about one ``budget``."""
-        return _result(urls, self._check_distinct(urls, self.budget))
+        return _result(urls, self._run(lambda: self._check_distinct(urls, self.budget), self.budget))
 
     def check_many_lots(self, lots_urls: Sequence[Sequence[str]]) -> list[ImageCheckResult]:
         """Check a batch's lots with one network check per distinct URL.
 
-        The time bound scales with the number of waves the pool needs.
+        Each check has its own deadline once it starts; the call ends when the last
+        one has, after at most as many ``budget`` as the busiest host needs waves.
         """
         distinct = list(dict.fromkeys(url for lot in lots_urls for url in lot))
-        waves = max(1, math.ceil(len(distinct) / self.concurrency))
-        checks = self._check_distinct(distinct, self.budget * waves)
+        checks = self._run(lambda: self._check_distinct(distinct, None), self.budget * self._waves(distinct))
         return [_result(lot, checks) for lot in lots_urls]
 
     def close(self) -> None:
-        self._executor.shutdown(wait=True, cancel_futures=True)
-        self._client.close()
+        loop = self._loop.loop
+        if loop is not None and self._session is not None and loop.is_running():
+            try:
+                asyncio.run_coroutine_threadsafe(self._session.close(), loop).result(timeout=5)
+            except Exception:  # closing is best effort; the loop goes anyway
+                pass
+        self._session = None
+        self._loop.stop()
 
     def __enter__(self) -> "ImageChecker":
         return self
@@ -134,74 +267,141 @@ class ImageChecker:
     def __exit__(self, *exc_info) -> None:
         self.close()
 
-    def _check_distinct(self, urls: Iterable[str], budget: float) -> dict[str, ImageCheck]:
-        deadline = time.monotonic() + budget
-        futures = {url: self._executor.submit(self._check, url, deadline) for url in dict.fromkeys(urls)}
-        wait(futures.values(), timeout=budget + _WAIT_GRACE)
-        return {url: _outcome(url, future) for url, future in futures.items()}
+    # ---- the event loop side ---------------------------------------------------------------
+    def _waves(self, urls: Sequence[str]) -> int:
+        per_host: dict[str, int] = {}
+        for url in urls:
+            key = destination(url)
+            per_host[key] = per_host.get(key, 0) + 1
+        busiest = max(per_host.values(), default=0)
+        return max(1, math.ceil(len(urls) / self.concurrency), math.ceil(busiest / self.host_concurrency))
 
-    def _check(self, url: str, deadline: float) -> ImageCheck:
+    def _run(self, make: Callable[[], Coroutine], bound: float) -> dict[str, ImageCheck]:
+        """Run the checks on the loop; past ``bound`` (a loop too busy to keep its deadlines)
+        they are cancelled and the URLs without a verdict count as timed out."""
+        loop = self._loop.get(self._setup)
+        future: Future = asyncio.run_coroutine_threadsafe(make(), loop)
         try:
-            return self._inspect(url, deadline)
+            return future.result(timeout=bound + _WAIT_GRACE)
+        except TimeoutError:
+            future.cancel()
+            return {}
+
+    async def _setup(self) -> None:
+        """Session and semaphores belong to the loop that runs them, so they are made inside it."""
+        connector = aiohttp.TCPConnector(
+            resolver=GuardedResolver(self.policy), limit=self.concurrency, limit_per_host=self.host_concurrency,
+            ttl_dns_cache=10, enable_cleanup_closed=False)
+        self._session = aiohttp.ClientSession(
+            connector=connector, auto_decompress=False, trust_env=False, cookie_jar=aiohttp.DummyCookieJar(),
+            timeout=aiohttp.ClientTimeout(total=None), headers={"Accept-Encoding": "identity"})
+        self._slots = asyncio.Semaphore(self.concurrency)
+        self._hosts = _HostGates(self.host_concurrency)
+
+    async def _check_distinct(self, urls: Iterable[str], budget: float | None) -> dict[str, ImageCheck]:
+        """Check each distinct URL once; past the call's ``budget`` the rest count as timed out.
+
+        At most ``concurrency`` workers per call take URLs host by host in turn, so neither a
+        call's size nor one host with many URLs creates more work in flight than the caps allow.
+        """
+        loop = asyncio.get_running_loop()
+        call_deadline = None if budget is None else loop.time() + budget
+        queue = _Queue(urls, self._hosts)
+        results: dict[str, ImageCheck] = {}
+
+        async def worker() -> None:
+            while queue:
+                async with self._slots:
+                    taken = queue.take()
+                    if taken is not None:
+                        host, url = taken
+                        try:
+                            results[url] = await self._check(url, call_deadline)
+                        finally:
+                            self._hosts.give(host)
+                        continue
+                await self._hosts.freed()
+
+        workers = min(self.concurrency, queue.urls or 1)
+        try:
+            async with asyncio.timeout_at(call_deadline):
+                await asyncio.gather(*(worker() for _ in range(workers)))
+        except TimeoutError:
+            pass
+        return results
+
+    async def _check(self, url: str, call_deadline: float | None) -> ImageCheck:
+        deadline = asyncio.get_running_loop().time() + self.timeout
+        if call_deadline is not None:
+            deadline = min(deadline, call_deadline)
+        try:
+            async with asyncio.timeout_at(deadline):
+                return await self._inspect(url)
+        except TimeoutError:
+            return _failed(url, "timeout")
         except BlockedURL as exc:
             return _failed(url, f"blocked: {exc.reason}")
         except _Failed as exc:
             return _failed(url, exc.reason, exc.status_code)
-        except httpx.TimeoutException:
-            return _failed(url, "timeout")
-        except httpx.HTTPError as exc:
+        except (aiohttp.ClientError, OSError, ValueError) as exc:
             return _failed(url, _transport_reason(exc))
+        except Exception as exc:  # whatever else a hostile answer provokes fails this photo, never the caller
+            return _failed(url, f"request failed ({type(exc).__name__})")
 
-    def _inspect(self, url: str, deadline: float) -> ImageCheck:
-        self.policy.check_url(url)
-        reply, hops = self._follow("HEAD", url, deadline, hops=0)
+    async def _inspect(self, url: str) -> ImageCheck:
+        self._guard(url)
+        reply, hops = await self._follow("HEAD", url, hops=0)
         if _needs_get(reply):
-            reply, hops = self._follow("GET", reply.url, deadline, hops)
+            reply, hops = await self._follow("GET", reply.url, hops)
         return self._verdict(url, reply)
 
-    def _follow(self, method: str, url: str, deadline: float, hops: int) -> tuple[_Reply, int]:
+    def _guard(self, url: str) -> URL:
+        """The policy on the URL as both parsers read it: httpx's (the policy's own) and yarl's (aiohttp's)."""
+        self.policy.check_url(url)
+        try:
+            parsed = URL(url)
+        except (ValueError, TypeError):
+            raise BlockedURL("invalid URL", url) from None
+        if not parsed.raw_host:
+            raise BlockedURL("missing host", url)
+        self.policy.check_host(parsed.raw_host)
+        return parsed
+
+    async def _follow(self, method: str, url: str, hops: int) -> tuple[_Reply, int]:
         """Request ``url``, following redirects by hand so every hop is checked."""
         while True:
-            reply = self._request(method, url, deadline)
+            reply = await self._request(method, url)
             if reply.status not in REDIRECT_STATUSES:
                 return reply, hops
             if hops >= self.max_redirects:
                 raise _Failed("too many redirects", reply.status)
             url = _redirect_target(reply)
-            self.policy.check_url(url)
+            self._guard(url)
             hops += 1
 
-    def _request(self, method: str, url: str, deadline: float) -> _Reply:
-        remaining = deadline - time.monotonic()
-        if remaining <= 0:
-            raise _Failed("timeout")
-        request = self._client.build_request(method, url, timeout=min(self.timeout, remaining))
-        response = self._client.send(request, stream=True)
-        try:
+    async def _request(self, method: str, url: str) -> _Reply:
+        async with self._session.request(method, url, allow_redirects=False) as response:
             reply = _Reply(
                 url=url,
-                status=response.status_code,
-                content_type=_media_type(response.headers.get("content-type")),
-                size=_content_length(response.headers.get("content-length")),
-                location=response.headers.get("location"),
+                status=response.status,
+                content_type=_media_type(response.headers.get("Content-Type")),
+                size=_content_length(response.headers.get("Content-Length")),
+                location=response.headers.get("Location"),
             )
             if method == "GET" and reply.is_success and reply.is_image and reply.size is None:
-                reply.size, reply.measured = self._count_body(response, deadline), True
-            elif method == "HEAD":
-                response.read()  # an empty body; read, it lets close() keep the connection for the next check
+                reply.size, reply.measured = await self._count_body(response), True
+            elif method == "GET":
+                response.close()  # the body is not wanted: drop the connection rather than drain it
             return reply
-        finally:
-            response.close()
 
-    def _count_body(self, response: httpx.Response, deadline: float) -> int:
-        """Bytes in the body, reading at most ``max_bytes + 1``."""
+    async def _count_body(self, response: aiohttp.ClientResponse) -> int:
+        """Bytes in the (raw) body, reading at most ``max_bytes + 1``."""
         read = 0
-        for chunk in response.iter_raw():
+        while chunk := await response.content.read(_READ_CHUNK):
             read += len(chunk)
             if read > self.max_bytes:
+                response.close()
                 break
-            if time.monotonic() > deadline:
-                raise _Failed("timeout")
         return read
 
     def _verdict(self, url: str, reply: _Reply) -> ImageCheck:
@@ -231,8 +431,8 @@ def _redirect_target(reply: _Reply) -> str:
     if not reply.location:
         raise _Failed("redirect without location", reply.status)
     try:
-        return str(httpx.URL(reply.url).join(reply.location))
-    except (httpx.InvalidURL, ValueError):
+        return str(URL(reply.url).join(URL(reply.location)))
+    except (ValueError, TypeError):
         raise _Failed("invalid redirect location", reply.status) from None
 
 
@@ -260,10 +460,14 @@ def _transport_reason(exc: BaseException) -> str:
             return "connection refused"
         if isinstance(cause, socket.gaierror):
             return "DNS lookup failed"
-    if isinstance(exc, httpx.ConnectError):
+    if isinstance(exc, aiohttp.ClientConnectorDNSError):
+        return "DNS lookup failed"
+    if isinstance(exc, (aiohttp.ClientConnectorError, aiohttp.ClientOSError)):
         return "connection failed"
-    if isinstance(exc, httpx.ProtocolError):
+    if isinstance(exc, (aiohttp.ClientPayloadError, aiohttp.ClientResponseError, aiohttp.ServerDisconnectedError)):
         return "protocol error"
+    if isinstance(exc, aiohttp.InvalidURL):
+        return "blocked: invalid URL"
     return f"request failed ({type(exc).__name__})"
 
 
@@ -280,16 +484,9 @@ def _failed(url: str, reason: str, status_code: int | None = None) -> ImageCheck
     return ImageCheck(url, False, reason, status_code, None, None)
 
 
-def _outcome(url: str, future: Future) -> ImageCheck:
-    if future.done():
-        return future.result()
-    future.cancel()
-    return _failed(url, "timeout")
-
-
 def _result(urls: Sequence[str], checks: dict[str, ImageCheck]) -> ImageCheckResult:
     """Expand per-distinct-URL checks back to the input order (repeats get their own copy)."""
-    ordered = [dataclasses.replace(checks[url]) for url in urls]
+    ordered = [dataclasses.replace(checks[url]) if url in checks else _failed(url, "timeout") for url in urls]
     return ImageCheckResult(
         valid_urls=[c.url for c in ordered if c.ok],
         missing_urls=[c.url for c in ordered if not c.ok],

@@ -8,20 +8,31 @@ Two layers, both driven by one :class:`OutboundPolicy`:
   resolves each host itself, refuses if *any* resolved address is forbidden
   and then connects to the address it checked, so DNS rebinding between the
   check and the connection cannot redirect traffic.
+* :class:`GuardedResolver` does the same for aiohttp, which connects to the
+  addresses its resolver returns (IP literals never reach a resolver: they are
+  checked by ``check_url``).
+
+httpx timeouts apply to each read, so a peer sending a byte a second never
+trips them; :func:`deadline` puts one wall-clock bound on everything a
+guarded client does in its scope (connect, TLS, writes, every read).
 """
 
 from __future__ import annotations
 
+import contextvars
 import ipaddress
 import re
 import socket
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Iterable, Union
+from typing import Iterable, Iterator, Union
 from urllib.parse import urlsplit
 
 import httpcore
 import httpx
+from aiohttp.abc import AbstractResolver, ResolveResult
+from aiohttp.resolver import ThreadedResolver
 
 IPAddress = Union[ipaddress.IPv4Address, ipaddress.IPv6Address]
 IPNetwork = Union[ipaddress.IPv4Network, ipaddress.IPv6Network]
@@ -299,6 +310,100 @@ def resolve(policy: OutboundPolicy, host: str, port: int) -> list[IPAddress]:
     return addresses
 
 
+def destination(url: str) -> str:
+    """The destination a URL's request goes to, ``scheme://host:port`` in lower case.
+
+    Concurrency caps are counted per destination, so ``?n=1`` .. ``?n=32`` (or any other
+    spelling of path, query and case) on one host share one cap.
+    """
+    try:
+        parts = urlsplit(url)
+        scheme = parts.scheme.lower()
+        host = (parts.hostname or "").rstrip(".")
+        port = parts.port or _DEFAULT_PORTS.get(scheme, 0)
+    except ValueError:
+        return url[:300]
+    return f"{scheme}://{host}:{port}"
+
+
+class GuardedResolver(AbstractResolver):
+    """aiohttp resolver that applies the policy before the lookup and to every address it returns.
+
+    The allowlist is applied before any DNS traffic; a name with any forbidden address
+    is refused as a whole (like :func:`resolve`), so aiohttp only ever connects to
+    addresses that were checked.
+    """
+
+    def __init__(self, policy: OutboundPolicy):
+        self.policy = policy
+        self._inner = ThreadedResolver()
+
+    async def resolve(self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
+                      ) -> list[ResolveResult]:
+        name, ip = self.policy.check_host(host)
+        if ip is None and not self.policy.allow_private and _is_localhost(name):
+            raise BlockedURL("loopback address", name)
+        found = await self._inner.resolve(host, port, family)
+        for entry in found:
+            self.policy.check_ip(entry["host"], host=host)
+        return found
+
+    async def close(self) -> None:
+        await self._inner.close()
+
+
+# ---- wall-clock deadlines for the httpx client ------------------------------------------------
+
+_deadline: contextvars.ContextVar[float | None] = contextvars.ContextVar("outbound_deadline", default=None)
+
+
+@contextmanager
+def deadline(seconds: float) -> Iterator[None]:
+    """Bound every network operation of guarded clients in this scope to ``seconds`` from now, in all.
+
+    Past the deadline, the operation under way raises httpx's timeout of its kind.
+    """
+    token = _deadline.set(time.monotonic() + seconds)
+    try:
+        yield
+    finally:
+        _deadline.reset(token)
+
+
+def _bounded(timeout: float | None, error: type[Exception]) -> float | None:
+    end = _deadline.get()
+    if end is None:
+        return timeout
+    remaining = end - time.monotonic()
+    if remaining <= 0:
+        raise error("deadline passed")
+    return remaining if timeout is None else min(timeout, remaining)
+
+
+class _DeadlineStream(httpcore.NetworkStream):
+    """A network stream whose every operation ends by the deadline of the scope it runs in."""
+
+    def __init__(self, stream: httpcore.NetworkStream):
+        self._stream = stream
+
+    def read(self, max_bytes: int, timeout: float | None = None) -> bytes:
+        return self._stream.read(max_bytes, _bounded(timeout, httpcore.ReadTimeout))
+
+    def write(self, buffer: bytes, timeout: float | None = None) -> None:
+        self._stream.write(buffer, _bounded(timeout, httpcore.WriteTimeout))
+
+    def close(self) -> None:
+        self._stream.close()
+
+    def start_tls(self, ssl_context, server_hostname: str | None = None,
+                  timeout: float | None = None) -> httpcore.NetworkStream:
+        return _DeadlineStream(self._stream.start_tls(ssl_context, server_hostname,
+                                                      _bounded(timeout, httpcore.ConnectTimeout)))
+
+    def get_extra_info(self, info: str):
+        return self._stream.get_extra_info(info)
+
+
 class GuardedNetworkBackend(httpcore.SyncBackend):
     """httpcore backend that connects only to addresses the policy accepted."""
 
@@ -313,14 +418,16 @@ class GuardedNetworkBackend(httpcore.SyncBackend):
         local_address: str | None = None,
         socket_options: Iterable | None = None,
     ) -> httpcore.NetworkStream:
-        deadline = None if timeout is None else time.monotonic() + timeout
+        timeout = _bounded(timeout, httpcore.ConnectTimeout)
+        until = None if timeout is None else time.monotonic() + timeout
         last_error: Exception | None = None
         for address in resolve(self.policy, host, port):
-            remaining = None if deadline is None else deadline - time.monotonic()
+            remaining = None if until is None else until - time.monotonic()
             if remaining is not None and remaining <= 0:
                 break
             try:
-                return super().connect_tcp(str(address), port, remaining, local_address, socket_options)
+                stream = super().connect_tcp(str(address), port, remaining, local_address, socket_options)
+                return _DeadlineStream(stream)
             except (httpcore.ConnectError, httpcore.ConnectTimeout) as exc:
                 last_error = exc
         raise last_error or httpcore.ConnectTimeout(f"timed out connecting to {host}")

@@ -33,7 +33,7 @@ from services.clock import iso, utcnow
 from services.errors import ServiceError
 from services.jobs import get_job
 from services.params import page_params
-from services.netguard import blocked_reason
+from services.netguard import blocked_reason, deadline, destination
 from services.results import iter_lot_views, summary
 
 USER_AGENT = "Generation-Service/2.0"
@@ -66,7 +66,7 @@ def enqueue_deliveries(session: Session, job: BatchJob, max_attempts: int, max_l
         chunks = max(1, math.ceil(count / max_lots))
         for index in range(chunks):
             session.add(WebhookDelivery(
-                batch_job_id=job.id, webhook_url=url, event=event, message_id=f"msg_{uuid.uuid4().hex}",
+                batch_job_id=job.id, webhook_url=url, destination=destination(url), event=event, message_id=f"msg_{uuid.uuid4().hex}",
                 chunk_index=index, chunk_count=chunks, status="pending", attempt_count=0,
                 max_attempts=max_attempts, next_attempt_at=now, created_at=now, updated_at=now))
             created += 1
@@ -156,13 +156,17 @@ def blocked_outcome(reason: str) -> AttemptOutcome:
 
 
 def send(client: httpx.Client, url: str, body: bytes, headers: dict[str, str], timeout: float) -> AttemptOutcome:
-    """POST once, redirects not followed; success is 200, 201 or 202 only."""
+    """POST once, redirects not followed; success is 200, 201 or 202 only.
+
+    ``timeout`` bounds the whole attempt (connect, sending the body, the answer's headers and
+    excerpt) by the wall clock, so a receiver that drips a byte a second is cut at it.
+    """
     started = time.monotonic()
     status_code = None
     excerpt = None
     try:
-        with client.stream("POST", url, content=body, headers=headers, timeout=timeout,
-                           follow_redirects=False) as response:
+        with deadline(timeout), client.stream("POST", url, content=body, timeout=timeout, follow_redirects=False,
+                                              headers={**headers, "Accept-Encoding": "identity"}) as response:
             status_code = response.status_code
             excerpt = _read_excerpt(response)
         error = _status_error(status_code)
@@ -185,12 +189,14 @@ def _status_error(status_code: int) -> str | None:
 
 
 def _read_excerpt(response: httpx.Response) -> str:
+    """The first KB of the answer as sent: raw bytes, never decompressed (a small gzip answer
+    cannot inflate here), and no NUL, which a PostgreSQL text column refuses."""
     chunks = b""
-    for chunk in response.iter_bytes():
+    for chunk in response.iter_raw(EXCERPT_BYTES):
         chunks += chunk
         if len(chunks) >= EXCERPT_BYTES:
             break
-    return chunks[:EXCERPT_BYTES].decode("utf-8", errors="replace")
+    return chunks[:EXCERPT_BYTES].decode("utf-8", errors="replace").replace("\x00", "\ufffd")
 
 
 def record_attempt(session: Session, delivery: WebhookDelivery, attempt: int, started_at: datetime,

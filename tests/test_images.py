@@ -179,3 +179,116 @@ def test_ipv6_loopback_server_is_reachable():
 ])
 def test_required_images(total, ratio, expected):
     assert required_images(total, ratio) == expected
+
+
+# ---- deadlines and per-host caps ---------------------------------------------------------------
+
+def wait_until(condition, timeout: float = 10.0) -> bool:
+    end = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > end:
+            return False
+        time.sleep(0.05)
+    return True
+
+
+def test_host_dripping_a_byte_a_second_is_cut_at_the_deadline_while_other_hosts_are_checked():
+    with ImageServer() as drip, ImageServer() as other:
+        dripping = [drip.url(f"/drip/1/slow-{n}.jpg") for n in range(2)]
+        fine = [other.url(f"/img/fine-{n}.jpg") for n in range(3)]
+        with ImageChecker(POLICY, timeout=1.5) as c:
+            [slow_lot, good_lot] = c.check_many_lots([dripping, fine])
+        assert [check.reason for check in slow_lot.checks] == ["timeout", "timeout"]
+        assert good_lot.valid_urls == fine
+        # each dripping answer (~100 bytes at one a second) was abandoned long before its end
+        assert wait_until(lambda: drip.cut == 2), f"the client did not hang up ({drip.cut} of 2 cut)"
+
+
+def test_dripping_redirect_chain_shares_one_deadline(server):
+    # the first hop answers at once, the second drips: the whole check still ends at the one deadline
+    target = quote(server.url("/drip/1/after-redirect.jpg"), safe="")
+    with ImageChecker(POLICY, timeout=1.5) as c:
+        check = c.check_one(server.url(f"/redirect-to?url={target}"))
+    assert (check.ok, check.reason) == (False, "timeout")
+
+
+def test_one_host_with_many_url_strings_cannot_take_the_pool():
+    with ImageServer() as busy, ImageServer() as other:
+        crowd = [busy.url(f"/slow/0.6/crowd.jpg?n={n}") for n in range(32)]
+        fine = [other.url(f"/img/quick-{n}.jpg") for n in range(4)]
+        # 32 checks of 0.6 s through 8 slots take 2.4 s, past the 1 s budget of the call
+        with ImageChecker(POLICY, timeout=1.0, concurrency=8, host_concurrency=2) as c:
+            result = c.check_many(crowd + fine)
+        assert busy.max_active <= 2
+        # with the pool taken by the crowd, these would have waited behind it past the call's budget
+        assert result.checks[-4:] and all(check.ok for check in result.checks[-4:])
+
+
+def test_host_cap_counts_spellings_of_one_host_together():
+    with ImageServer() as server:
+        urls = [server.url(f"/slow/0.2/spell-{n}.jpg?n={n}") for n in range(6)]
+        urls += [server.url(f"/slow/0.2/SPELL-{n}.jpg").replace("http://", "HTTP://") for n in range(3)]
+        with ImageChecker(POLICY, timeout=5.0, concurrency=16, host_concurrency=3) as c:
+            result = c.check_many_lots([urls])
+        assert server.max_active == 3
+        assert len(result[0].valid_urls) == len(urls)
+
+
+def test_guard_refuses_before_connecting_with_the_async_client(server, monkeypatch):
+    connects: list = []
+    real_connect = socket.socket.connect
+
+    def recording(sock, address):
+        connects.append(address)
+        return real_connect(sock, address)
+
+    monkeypatch.setattr(socket.socket, "connect", recording)
+    monkeypatch.setattr(socket.socket, "connect_ex", lambda sock, address: connects.append(address) or 111)
+    with ImageChecker(OutboundPolicy(), timeout=2.0) as strict:
+        checks = [strict.check_one(server.url("/img/strict-literal.jpg")),
+                  strict.check_one(server.url("/img/strict-name.jpg", host="localhost"))]
+    assert [c.reason for c in checks] == ["blocked: loopback address"] * 2
+    assert connects == [] and not [r for r in server.requests if "/img/strict-" in r[1]]
+
+
+def test_resolver_refuses_a_name_whose_answer_is_private_before_connecting(monkeypatch):
+    real = socket.getaddrinfo
+    looked_up: list[str] = []
+
+    def fake(host, port, *args, **kwargs):
+        if host == "photos.rebind.test":
+            looked_up.append(host)
+            return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", ("10.0.0.5", port))]
+        return real(host, port, *args, **kwargs)
+
+    monkeypatch.setattr(socket, "getaddrinfo", fake)
+    policy = OutboundPolicy(allowed_hosts=("photos.rebind.test",))
+    with ImageChecker(policy, timeout=2.0) as c:
+        check = c.check_one("http://photos.rebind.test/a.jpg")
+    assert looked_up == ["photos.rebind.test"]
+    assert (check.ok, check.reason) == (False, "blocked: private address")
+
+
+def test_resolver_applies_the_allowlist_before_any_lookup(monkeypatch):
+    looked_up: list = []
+    monkeypatch.setattr(socket, "getaddrinfo", lambda *args, **kwargs: looked_up.append(args) or [])
+    with ImageChecker(OutboundPolicy(allowed_hosts=("photos.example.com",)), timeout=2.0) as c:
+        check = c.check_one("http://elsewhere.example.net/a.jpg")
+    assert (check.ok, check.reason) == (False, "blocked: host not in allowed_hosts")
+    assert looked_up == []
+
+
+def test_checker_works_again_in_a_forked_child(server):
+    import os
+    with ImageChecker(POLICY, timeout=2.0) as c:
+        assert c.check_one(server.url("/img/parent.jpg")).ok
+        read, write = os.pipe()
+        pid = os.fork()
+        if pid == 0:  # the child: the parent's loop thread is gone, a new one must start
+            ok = c.check_one(server.url("/img/child.jpg")).ok
+            os.write(write, b"1" if ok else b"0")
+            os._exit(0)
+        os.close(write)
+        answer = os.read(read, 1)
+        os.waitpid(pid, 0)
+    assert answer == b"1"

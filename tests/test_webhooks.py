@@ -433,16 +433,64 @@ def test_url_with_more_lots_than_the_limit_gets_chunked_deliveries(make_app, rec
 
 # ---- the pool ------------------------------------------------------------------------------------------
 
-def test_attempts_in_flight_never_exceed_the_pool(make_app, receiver):
+def test_attempts_in_flight_never_exceed_the_pool(make_app, receiver, second_receiver):
     receiver.behaviour.hold = threading.Event()
+    second_receiver.behaviour.hold = receiver.behaviour.hold
     app = make_app(WEBHOOK_CONCURRENCY=4)
-    job_id = seed_ended_job(runtime_of(app), [(f"q-{i}", receiver.url(f"/q{i}")) for i in range(6)])
-    receiver.wait_for(4)
+    job_id = seed_ended_job(runtime_of(app), [(f"q-{i}-{n}", server.url(f"/q{i}")) for i in range(3)
+                                              for n, server in enumerate((receiver, second_receiver))])
+    eventually(lambda: len(receiver.received) + len(second_receiver.received) >= 4, what="4 attempts")
     time.sleep(0.5)
-    assert len(receiver.received) == 4
+    assert len(receiver.received) + len(second_receiver.received) == 4
     receiver.behaviour.hold.set()
     settled(app, job_id, count=6)
-    assert receiver.max_active == 4 and len(receiver.received) == 6
+    assert receiver.max_active + second_receiver.max_active <= 4
+    assert len(receiver.received) + len(second_receiver.received) == 6
+
+
+def test_one_host_with_many_url_strings_holds_at_most_its_share_of_the_pool(make_app, receiver, second_receiver):
+    receiver.behaviour.hold = threading.Event()
+    app = make_app(WEBHOOK_CONCURRENCY=4)
+    crowd = seed_ended_job(runtime_of(app), [(f"n-{i}", receiver.url(f"/hook?n={i}")) for i in range(32)])
+    receiver.wait_for(3)
+    seed_ended_job(runtime_of(app), [("other-1", second_receiver.url())])
+    # the 32 URL strings are one receiver: three quarters of the pool at most, the other host goes on
+    second_receiver.wait_for(1)
+    assert receiver.max_active == 3 and len(receiver.received) == 3
+    receiver.behaviour.hold.set()
+    settled(app, crowd, count=32, timeout=60)
+
+
+def test_receiver_dripping_its_answer_is_cut_at_the_deadline_while_others_are_delivered(
+        make_app, receiver, second_receiver):
+    receiver.behaviour.drip = 1.0
+    app = make_app(WEBHOOK_TIMEOUT=2, WEBHOOK_MAX_RETRIES=1, WEBHOOK_CONCURRENCY=4)
+    slow = seed_ended_job(runtime_of(app), [(f"drip-{i}", receiver.url(f"/drip?n={i}")) for i in range(8)])
+    receiver.wait_for(3)
+    fast = seed_ended_job(runtime_of(app), [("fine-1", second_receiver.url())])
+    [delivered] = settled(app, fast)
+    assert delivered["status"] == "delivered"
+    found = settled(app, slow, count=8, timeout=60)
+    assert all(d["status"] == "failed" for d in found)
+    assert {a["error"] for d in found for a in d["attempts"]} == {"timeout after 2s"}
+    # each answer (~80 bytes at one a second) was abandoned by the client, not waited for
+    eventually(lambda: receiver.cut == 8, what="the client to hang up on every dripping answer")
+
+
+def test_excerpt_of_a_compressed_answer_is_the_raw_bytes_never_inflated(make_app, receiver):
+    import gzip
+    inflated = b"A" * 1_000_000
+    receiver.behaviour.body = gzip.compress(inflated)
+    receiver.behaviour.headers = {"Content-Encoding": "gzip"}
+    receiver.behaviour.default_status = 500
+    app = make_app(WEBHOOK_MAX_RETRIES=1)
+    job_id = seed_ended_job(runtime_of(app), [("gz-1", receiver.url())])
+    [delivery] = settled(app, job_id)
+    [attempt] = delivery["attempts"]
+    assert attempt["status_code"] == 500
+    assert "AAAA" not in attempt["response_excerpt"]
+    assert len(attempt["response_excerpt"]) <= 1024
+    assert receiver.received[0].headers["accept-encoding"] == "identity"
 
 
 def test_slow_receiver_does_not_hold_up_other_receivers(make_app, receiver, second_receiver):

@@ -10,11 +10,14 @@ Deliveries are claimed up to LEAD_SECONDS before they fall due and sent at their
 delivery whose next attempt is that close stays with the thread that made the last one, so the
 database round trips of claiming and building the payload do not stretch the retry schedule.
 
-The pool is shared fairly between URLs: when several have due deliveries, each is first given a
-quarter of the pool (at least one slot), and only what is left goes to those with more work; no
-URL ever holds more than three quarters. So a receiver that is slow or times out, however many
-deliveries it is owed, always leaves room for everyone else, and one busy receiver alone still
-gets most of the pool.
+The pool is shared fairly between destination hosts (scheme, host and port: every URL string
+that points at one receiver counts as that receiver): when several have due deliveries, each is
+first given a quarter of the pool (at least one slot), and only what is left goes to those with
+more work; no host ever holds more than three quarters. So a receiver that is slow or times out,
+however many deliveries or URL spellings it is owed, always leaves room for everyone else, and
+one busy receiver alone still gets most of the pool. Every attempt ends by WEBHOOK_TIMEOUT on the
+wall clock (see services.webhooks.send), so even a receiver that drips its answer frees its
+slots on time.
 """
 from __future__ import annotations
 
@@ -35,8 +38,10 @@ from workers import leases
 
 log = logging.getLogger(__name__)
 
-URL_SHARE = 4
+HOST_SHARE = 4
 LEAD_SECONDS = 0.5
+# rows recorded before deliveries carried their destination fall back to their URL
+_HOST = func.coalesce(WebhookDelivery.destination, WebhookDelivery.webhook_url)
 
 
 class WebhookDispatcher:
@@ -46,11 +51,11 @@ class WebhookDispatcher:
         self.settings = runtime.settings
         self.owner = owner
         self.size = self.settings.webhook_concurrency
-        self.per_url = max(1, self.size // URL_SHARE)
-        self.url_limit = max(self.per_url, self.size - self.per_url)
+        self.per_host = max(1, self.size // HOST_SHARE)
+        self.host_limit = max(self.per_host, self.size - self.per_host)
         self.pool = ThreadPoolExecutor(max_workers=self.size, thread_name_prefix="webhook")
         self.client = guarded_client(runtime.policy, timeout=self.settings.webhook_timeout, max_connections=self.size)
-        self._inflight: dict[int, tuple[str, Future]] = {}
+        self._inflight: dict[int, tuple[str, Future]] = {}  # delivery id -> (host, attempt)
         self._lock = threading.Lock()
         self._on_free_slot = on_free_slot or (lambda: None)
         self._closed = threading.Event()
@@ -70,20 +75,20 @@ class WebhookDispatcher:
 
     # ---- claiming ----------------------------------------------------------------------------
     def dispatch_due(self) -> int:
-        """Claim as many due deliveries as the pool has free slots (within each URL's share) and start them."""
+        """Claim as many due deliveries as the pool has free slots (within each host's share) and start them."""
         with self._lock:
             free = self.size - len(self._inflight)
-            per_url = Counter(url for url, _ in self._inflight.values())
+            per_host = Counter(host for host, _ in self._inflight.values())
         if free <= 0 or self._closed.is_set():
             return 0
         started = 0
-        for url, wanted in self._allot(free, per_url):
-            of_url = self.due(self._horizon()) & (WebhookDelivery.webhook_url == url)
+        for host, wanted in self._allot(free, per_host):
+            of_host = self.due(self._horizon()) & (_HOST == host)
             with self.db.session() as session:
-                ids = leases.claim(session, WebhookDelivery, of_url, WebhookDelivery.next_attempt_at, wanted,
+                ids = leases.claim(session, WebhookDelivery, of_host, WebhookDelivery.next_attempt_at, wanted,
                                    self.owner, self.lease_seconds)
             for delivery_id in ids:
-                self._start(delivery_id, url)
+                self._start(delivery_id, host)
             started += len(ids)
         return started
 
@@ -91,48 +96,51 @@ class WebhookDispatcher:
     def _horizon() -> datetime:
         return utcnow() + timedelta(seconds=LEAD_SECONDS)
 
-    def _allot(self, free: int, per_url: Counter) -> list[tuple[str, int]]:
-        """How many due deliveries to claim for each URL: first a fair share each, earliest due first,
-        then what is left to URLs with more work, up to the limit any one URL may hold."""
+    def _allot(self, free: int, per_host: Counter) -> list[tuple[str, int]]:
+        """How many due deliveries to claim for each destination host: first a fair share each, earliest
+        due first, then what is left to hosts with more work, up to the limit any one host may hold.
+
+        Hosts are counted as scheme, host and port (``destination``), however many URL strings point
+        at them, so ``?n=1`` .. ``?n=32`` on one receiver share one host's share."""
         now = utcnow()
         with self.db.session() as session:
             rows = session.execute(
-                select(WebhookDelivery.webhook_url, func.count())
+                select(_HOST, func.count())
                 .where(self.due(self._horizon()), leases.lease_free(WebhookDelivery, now),
-                       WebhookDelivery.webhook_url.not_in(self._full_urls(per_url)))
-                .group_by(WebhookDelivery.webhook_url)
+                       _HOST.not_in(self._full_hosts(per_host)))
+                .group_by(_HOST)
                 .order_by(func.min(WebhookDelivery.next_attempt_at))
                 .limit(free)).all()
         plan: Counter = Counter()
-        for cap in (self.per_url, self.url_limit):
-            for url, count in rows:
-                take = min(count - plan[url], cap - per_url[url] - plan[url], free)
+        for cap in (self.per_host, self.host_limit):
+            for host, count in rows:
+                take = min(count - plan[host], cap - per_host[host] - plan[host], free)
                 if take > 0:
-                    plan[url] += take
+                    plan[host] += take
                     free -= take
         return list(plan.items())
 
-    def _start(self, delivery_id: int, url: str) -> None:
+    def _start(self, delivery_id: int, host: str) -> None:
         self._ensure_renewer()
         with self._lock:
             future = self.pool.submit(self._deliver_safely, delivery_id)
-            self._inflight[delivery_id] = (url, future)
+            self._inflight[delivery_id] = (host, future)
 
-    def _full_urls(self, per_url: Counter | None = None) -> list[str]:
-        if per_url is None:
+    def _full_hosts(self, per_host: Counter | None = None) -> list[str]:
+        if per_host is None:
             with self._lock:
-                per_url = Counter(url for url, _ in self._inflight.values())
-        return [url for url, count in per_url.items() if count >= self.url_limit]
+                per_host = Counter(host for host, _ in self._inflight.values())
+        return [host for host, count in per_host.items() if count >= self.host_limit]
 
     def next_due(self) -> datetime | None:
-        """When a delivery next falls due here: the earliest free one whose URL may take a slot here,
-        or the end of another process's lease. A URL at its limit wakes the loop when a slot frees."""
+        """When a delivery next falls due here: the earliest free one whose host may take a slot here,
+        or the end of another process's lease. A host at its limit wakes the loop when a slot frees."""
         now = utcnow()
         pending = WebhookDelivery.status == "pending"
         with self.db.session() as session:
             free = session.scalar(select(func.min(WebhookDelivery.next_attempt_at))
                                   .where(pending, leases.lease_free(WebhookDelivery, now),
-                                         WebhookDelivery.webhook_url.not_in(self._full_urls())))
+                                         _HOST.not_in(self._full_hosts())))
             held = session.scalar(select(func.min(WebhookDelivery.lease_expires_at))
                                   .where(pending, WebhookDelivery.lease_expires_at >= now,
                                          WebhookDelivery.lease_owner != self.owner))

@@ -30,7 +30,8 @@ from workers.stages import Stage, TranslationStage, VisionStage
 
 log = logging.getLogger(__name__)
 
-IMAGE_PAGE = 200
+IMAGE_PAGE = 1000  # lots per photo-check call: enough URLs to keep the checker's slots busy
+PHOTO_WAIT_SECONDS = 0.5  # how soon a job's owner looks again while other processes check its last pages
 BACKOFF_SECONDS = 5.0
 TIME_SLICE_SECONDS = 20.0
 
@@ -71,12 +72,16 @@ class JobRunner:
 
     def _renewing(self, fn, *args):
         """Run ``fn`` on the side and renew the lease until it returns (``fn`` must bound its own time)."""
+        return self._while(fn, args, self.lease.renew, self.lease.seconds / 4)
+
+    def _while(self, fn, args, renew, every: float):
+        """Run ``fn(*args)`` on the side, calling ``renew()`` every ``every`` seconds until it returns."""
         future = self._io.submit(fn, *args)
         while True:
             try:
-                return future.result(timeout=self.lease.seconds / 4)
+                return future.result(timeout=every)
             except TimeoutError:
-                self.lease.renew()
+                renew()
 
     # ---- running -----------------------------------------------------------------------------
     def run(self, job_id: str, stop: threading.Event | None = None) -> None:
@@ -149,33 +154,71 @@ class JobRunner:
                 session.execute(update(BatchLot).where(BatchLot.job_id == job.id, BatchLot.status == "pending")
                                 .values(status="ready", usable_images=BatchLot.image_urls, missing_images=[])
                                 .execution_options(synchronize_session=False))
-        with self.db.session() as session:
-            lots = session.scalars(select(BatchLot).where(BatchLot.job_id == job.id, BatchLot.status == "pending")
-                                   .order_by(BatchLot.seq).limit(IMAGE_PAGE)).all()
-        if not lots:
+        elif self.check_photo_page(job.id, self.lease):
             self._refresh(job)
-            self._set_job(job, stage="vision")
             return None
-        if self.settings.batch_validate_images:
-            checks = self._renewing(self.rt.images.check_many_lots, [lot.image_urls for lot in lots])
-        else:
-            checks = None
+        self._refresh(job)
+        with self.db.session() as session:
+            helped = session.scalar(select(func.count()).select_from(BatchLot).where(
+                BatchLot.job_id == job.id, BatchLot.status == "pending"))
+        if helped:
+            # the rest are being checked by other processes (leased pages): look again shortly
+            return PHOTO_WAIT_SECONDS
+        self._set_job(job, stage="vision")
+        return None
+
+    def check_photo_page(self, job_id: str, job_lease: leases.Lease | None = None) -> int:
+        """Claim a page of the job's unchecked lots, check their photos and record the verdicts.
+
+        The job's owner passes its lease (its writes are fenced by it); any other process may help
+        without it: the page is its own through the lots' leases, renewed while the checks run, and
+        a verdict is written only for a lot still pending and still leased by this process. Returns
+        the number of lots checked, 0 when no free page was left.
+        """
+        seconds = self.settings.worker_lease_seconds
+        with self.db.session() as session:
+            ids = leases.claim(session, BatchLot, (BatchLot.job_id == job_id) & (BatchLot.status == "pending"),
+                               BatchLot.seq, IMAGE_PAGE, self.owner, seconds)
+        if not ids:
+            return 0
+        with self.db.session() as session:
+            lots = session.scalars(select(BatchLot).where(BatchLot.id.in_(ids)).order_by(BatchLot.seq)).all()
+
+        def renew() -> None:
+            if job_lease is not None:
+                job_lease.renew()
+            with self.db.session() as session:
+                leases.renew(session, BatchLot, ids, self.owner, seconds)
+
+        checks = self._while(self.rt.images.check_many_lots, ([lot.image_urls for lot in lots],), renew, seconds / 4)
         rows = []
-        for index, lot in enumerate(lots):
-            valid = checks[index].valid_urls if checks else list(lot.image_urls)
-            missing = checks[index].missing_urls if checks else []
-            row = {"id": lot.id, "usable_images": valid, "missing_images": missing, "status": "ready"}
+        for lot, check in zip(lots, checks):
+            valid, missing = check.valid_urls, check.missing_urls
+            row = {"id": lot.id, "usable_images": valid, "missing_images": missing, "status": "ready",
+                   "lease_owner": None, "lease_expires_at": None}
             if len(valid) < required_images(len(lot.image_urls), self.settings.image_min_ratio) or not valid:
                 row.update(status="failed", processed_at=utcnow(),
                            error_message=f"not enough usable images: {len(valid)} of {len(lot.image_urls)} "
                                          f"reachable (missing: {', '.join(missing[:5])})")
             rows.append(row)
         with self.db.transaction() as session:
-            self.lease.fence(session)
-            session.execute(update(BatchLot).where(BatchLot.status == "pending")
+            if job_lease is not None:
+                job_lease.fence(session)
+            session.execute(update(BatchLot).where(BatchLot.status == "pending", BatchLot.lease_owner == self.owner)
                             .execution_options(synchronize_session=None), rows)
-        self._refresh(job)
-        return None
+        return len(lots)
+
+    def help_with_photos(self) -> bool:
+        """Check a page of photos of a job another process holds, if one is in its photo stage."""
+        if not self.settings.batch_validate_images:
+            return False
+        with self.db.session() as session:
+            job_id = session.scalar(
+                select(BatchLot.job_id).join(BatchJob, BatchJob.id == BatchLot.job_id)
+                .where(BatchJob.stage == "images", BatchJob.status == "processing", BatchLot.status == "pending",
+                       leases.lease_free(BatchLot, utcnow()))
+                .limit(1))
+        return job_id is not None and self.check_photo_page(job_id) > 0
 
     def _stage_paid(self, job: BatchJob, stage: Stage, next_stage: str) -> float | None:
         add = self._add_usage(job)

@@ -12,6 +12,7 @@ import os
 import socket
 import threading
 import time
+from datetime import timedelta
 
 from sqlalchemy import func, select, update
 
@@ -25,6 +26,7 @@ from workers.watchdog import Watchdog
 log = logging.getLogger(__name__)
 
 HEARTBEAT_SECONDS = 5.0
+PHOTO_HELP_SECONDS = 1.0
 
 
 class Worker:
@@ -83,6 +85,9 @@ class Worker:
                 for job_id in self.jobs.claim(limit=1):
                     busy = True
                     self.jobs.run(job_id, self._stop)
+                if not busy:
+                    # a job another process holds may still have photos to check: take a page of them
+                    busy = self.jobs.help_with_photos()
                 self.watchdog.maybe_run()
             except Exception:
                 log.exception("Background worker: job loop iteration failed")
@@ -124,10 +129,19 @@ class Worker:
         event.clear()
 
     def _next_job_due(self):
+        """When a free job falls due; while any job checks photos, within a second, so idle
+        processes join in with its pages soon after it starts."""
+        now = utcnow()
         with self.rt.db.session() as session:
-            return session.scalar(select(func.min(BatchJob.next_run_at)).where(
+            due = session.scalar(select(func.min(BatchJob.next_run_at)).where(
                 BatchJob.status.in_(JOB_ACTIVE) | (BatchJob.stage == "cancelling"),
-                lease_free(BatchJob, utcnow())))
+                lease_free(BatchJob, now)))
+            photos = self.settings.batch_validate_images and session.scalar(
+                select(BatchJob.id).where(BatchJob.stage == "images", BatchJob.status == "processing").limit(1))
+        if photos:
+            soon = now + timedelta(seconds=PHOTO_HELP_SECONDS)
+            due = soon if due is None else min(due, soon)
+        return due
 
     def _beat(self) -> None:
         now = time.monotonic()

@@ -15,6 +15,8 @@ class WebhookDelivery(Base):
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     batch_job_id: Mapped[str] = mapped_column(ForeignKey("batch_jobs.id", ondelete="CASCADE"), index=True)
     webhook_url: Mapped[str] = mapped_column(Text)
+    # scheme://host:port of webhook_url, so the dispatcher can share its pool per host in SQL
+    destination: Mapped[str | None] = mapped_column(String(300))
     event: Mapped[str] = mapped_column(String(40))
     message_id: Mapped[str] = mapped_column(String(64), unique=True)
     chunk_index: Mapped[int] = mapped_column(Integer, default=0)
@@ -34,6 +36,7 @@ class WebhookDelivery(Base):
 
     __table_args__ = (
         Index("ix_webhook_deliveries_due", "status", "next_attempt_at"),
+        Index("ix_webhook_deliveries_destination", "status", "destination"),
         UniqueConstraint("batch_job_id", "event", "webhook_url", "chunk_index", name="uq_webhook_deliveries_target"),
     )
 

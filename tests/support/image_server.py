@@ -11,6 +11,7 @@ Routes (``?size=N`` overrides the body size where a body is generated):
 * ``/slow/<seconds>/...``    sleeps, then 200 image/jpeg
 * ``/redirect/<n>/<name>``   302 chain of n hops ending at ``/img/<name>``
 * ``/redirect-to?url=U``     302 (or ``&status=``) to U
+* ``/drip/<seconds>/...``    a 200 image/jpeg answer sent one byte every <seconds>, status line first
 * any POST                   body read and discarded, 204
 """
 
@@ -71,6 +72,14 @@ class _Handler(BaseHTTPRequestHandler):
     def _dispatch(self, head: bool) -> None:
         owner = self.server.owner
         owner._record(self.command, self.path)
+        owner._enter()
+        try:
+            self._route(head)
+        finally:
+            owner._leave()
+
+    def _route(self, head: bool) -> None:
+        owner = self.server.owner
         parts = urlsplit(self.path)
         query = parse_qs(parts.query)
         segments = parts.path.strip("/").split("/")
@@ -92,6 +101,8 @@ class _Handler(BaseHTTPRequestHandler):
         elif route == "slow" and rest:
             owner._stopping.wait(float(rest[0]))
             self._reply(200, "image/jpeg", image_bytes(size or SMALL_SIZE), head)
+        elif route == "drip" and rest:
+            self._drip(float(rest[0]), head)
         elif route == "redirect" and len(rest) >= 2:
             hops, name = int(rest[0]), "/".join(rest[1:])
             target = f"/redirect/{hops - 1}/{name}" if hops > 1 else f"/img/{name}"
@@ -112,6 +123,22 @@ class _Handler(BaseHTTPRequestHandler):
         self.end_headers()
         if not head:
             self.wfile.write(body)
+
+    def _drip(self, interval: float, head: bool) -> None:
+        body = b"" if head else image_bytes(SMALL_SIZE)
+        answer = (f"HTTP/1.1 200 OK\r\nContent-Type: image/jpeg\r\nContent-Length: {SMALL_SIZE}\r\n\r\n"
+                  .encode() + body)
+        owner = self.server.owner
+        try:
+            for index in range(len(answer)):
+                self.wfile.write(answer[index:index + 1])
+                self.wfile.flush()
+                if owner._stopping.wait(interval):
+                    return
+        except (BrokenPipeError, ConnectionResetError):
+            with owner._lock:
+                owner.cut += 1
+        self.close_connection = True
 
     def _redirect(self, status: int, location: str) -> None:
         self._reply(status, "text/plain", b"", head=False, extra={"Location": location})
@@ -154,6 +181,9 @@ class ImageServer:
         self._stopping = threading.Event()
         self._lock = threading.Lock()
         self._requests: list[tuple[str, str]] = []
+        self.active = 0
+        self.max_active = 0                 # most requests it was answering at once
+        self.cut = 0                        # drip answers the client hung up on before the end
         self._server: _Server | None = None
         self._thread: threading.Thread | None = None
 
@@ -195,6 +225,15 @@ class ImageServer:
             self._server.server_close()
             self._thread.join(timeout=5)
             self._server = None
+
+    def _enter(self) -> None:
+        with self._lock:
+            self.active += 1
+            self.max_active = max(self.max_active, self.active)
+
+    def _leave(self) -> None:
+        with self._lock:
+            self.active -= 1
 
     def _record(self, method: str, path: str) -> None:
         with self._lock:

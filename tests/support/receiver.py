@@ -37,6 +37,8 @@ class Behaviour:
     location: str | None = None
     hold: threading.Event | None = None             # when set, answers wait until the event is set
     body: bytes = b'{"status":"received"}'
+    headers: dict = field(default_factory=dict)   # extra answer headers, e.g. Content-Encoding
+    drip: float = 0.0                               # when set, the whole answer is sent a byte every `drip` s
 
 
 class WebhookReceiver:
@@ -45,6 +47,7 @@ class WebhookReceiver:
         self.behaviour = Behaviour()
         self.active = 0
         self.max_active = 0
+        self.cut = 0                                    # answers the client hung up on before the end
         self._lock = threading.Lock()
         self._cond = threading.Condition(self._lock)
         receiver = self
@@ -65,21 +68,28 @@ class WebhookReceiver:
                         time.sleep(behaviour.delay)
                     if behaviour.hold is not None:
                         behaviour.hold.wait(HOLD_LIMIT)
-                    self._answer(status, behaviour.location, behaviour.body)
+                    self._answer(status, behaviour)
                 finally:
                     receiver._leave()
 
-            def _answer(self, status: int, location: str | None, payload: bytes) -> None:
+            def _answer(self, status: int, behaviour: Behaviour) -> None:
+                lines = [f"HTTP/1.1 {status} Answer", "Content-Type: application/json",
+                         f"Content-Length: {len(behaviour.body)}"]
+                if 300 <= status < 400 and behaviour.location:
+                    lines.append(f"Location: {behaviour.location}")
+                lines += [f"{name}: {value}" for name, value in behaviour.headers.items()]
+                answer = ("\r\n".join(lines) + "\r\n\r\n").encode() + behaviour.body
                 try:
-                    self.send_response(status)
-                    if 300 <= status < 400 and location:
-                        self.send_header("Location", location)
-                    self.send_header("Content-Type", "application/json")
-                    self.send_header("Content-Length", str(len(payload)))
-                    self.end_headers()
-                    self.wfile.write(payload)
+                    if not behaviour.drip:
+                        self.wfile.write(answer)
+                        return
+                    for index in range(len(answer)):
+                        self.wfile.write(answer[index:index + 1])
+                        self.wfile.flush()
+                        time.sleep(behaviour.drip)
                 except (BrokenPipeError, ConnectionResetError):
-                    pass
+                    with receiver._lock:
+                        receiver.cut += 1
 
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self._server.daemon_threads = True

@@ -1,0 +1,106 @@
+"""A job's photo checks shared by every process: pages of lots claimed through their leases.
+
+Two runtimes on one database stand for two processes (or instances); their job runners are driven
+by hand so that each step can be seen: the owner of the job and a helper that holds no job lease.
+"""
+from __future__ import annotations
+
+import uuid
+
+from sqlalchemy import select
+
+import workers.jobs
+from database.models import BatchJob, BatchLot
+from tests.support.batches import distinct_lots
+from tests.support.client import body_signature
+from workers import leases
+from workers.jobs import PHOTO_WAIT_SECONDS, JobRunner
+
+
+def submit(app, lots) -> str:
+    answer = app.test_client().post("/api/v1/generate-descriptions", json={
+        "signature": body_signature(lots), "version": "1.0.0", "languages": ["en"], "lots": lots})
+    assert answer.status_code == 201, answer.get_data(as_text=True)
+    return answer.get_json()["job_id"]
+
+
+def lots_of(db, job_id: str) -> list[BatchLot]:
+    with db.session() as session:
+        return session.scalars(select(BatchLot).where(BatchLot.job_id == job_id).order_by(BatchLot.seq)).all()
+
+
+def job_of(db, job_id: str) -> BatchJob:
+    with db.session() as session:
+        return session.get(BatchJob, job_id)
+
+
+def test_photo_pages_of_a_held_job_are_shared_with_a_process_that_does_not_hold_it(
+        make_app, image_server, monkeypatch):
+    monkeypatch.setattr(workers.jobs, "IMAGE_PAGE", 3)
+    a, b = make_app(WORKER_ENABLED=False), make_app(WORKER_ENABLED=False)
+    rt_a, rt_b = a.extensions["genservice"], b.extensions["genservice"]
+    lots = distinct_lots(image_server, 7, prefix=f"pages{uuid.uuid4().hex[:8]}", photos=1)
+    job_id = submit(a, lots)
+    owner, helper = JobRunner(rt_a, "owner-a"), JobRunner(rt_b, "helper-b")
+    try:
+        assert owner.claim() == [job_id]
+        owner.hold(job_id)
+        owner.stage_queued(job_of(rt_a.db, job_id))
+
+        # the helper holds no lease on the job, yet checks its first page
+        assert helper.help_with_photos() is True
+        assert [lot.status for lot in lots_of(rt_a.db, job_id)] == ["ready"] * 3 + ["pending"] * 4
+        assert job_of(rt_a.db, job_id).lease_owner == "owner-a"
+
+        # the owner takes the next page; then a page held by a (still living) helper is not checked twice
+        assert owner.stage_images(job_of(rt_a.db, job_id)) is None
+        with rt_b.db.session() as session:
+            [held] = leases.claim(session, BatchLot, (BatchLot.job_id == job_id) & (BatchLot.status == "pending"),
+                                  BatchLot.seq, 3, "helper-b", 30)
+        assert owner.stage_images(job_of(rt_a.db, job_id)) == PHOTO_WAIT_SECONDS
+        assert job_of(rt_a.db, job_id).stage == "images"
+        assert helper.help_with_photos() is False  # nothing free is left to help with
+
+        # once the helper's lease is gone (it died, or let go), the owner checks the lot and moves on
+        with rt_b.db.session() as session:
+            leases.release(session, BatchLot, [held], "helper-b")
+        assert owner.stage_images(job_of(rt_a.db, job_id)) is None
+        assert owner.stage_images(job_of(rt_a.db, job_id)) is None
+        assert job_of(rt_a.db, job_id).stage == "vision"
+        found = lots_of(rt_a.db, job_id)
+        assert [lot.status for lot in found] == ["ready"] * 7
+        assert all(lot.lease_owner is None for lot in found)
+        for item in lots:  # every photo checked once, by one process or the other
+            path = item["images"][0]["url"].split(str(image_server.port), 1)[1]
+            assert [method for method, p in image_server.requests if p == path] == ["HEAD"]
+    finally:
+        owner.close()
+        helper.close()
+
+
+def test_a_helper_whose_page_was_taken_over_writes_nothing(make_app, image_server, monkeypatch):
+    monkeypatch.setattr(workers.jobs, "IMAGE_PAGE", 2)
+    a = make_app(WORKER_ENABLED=False)
+    rt = a.extensions["genservice"]
+    job_id = submit(a, distinct_lots(image_server, 2, prefix="takeover", photos=1))
+    owner, helper = JobRunner(rt, "owner-a"), JobRunner(rt, "helper-b")
+    try:
+        assert owner.claim() == [job_id]
+        owner.hold(job_id)
+        owner.stage_queued(job_of(rt.db, job_id))
+        real = rt.images.check_many_lots
+
+        def slow_then_taken(lots_urls):
+            checks = real(lots_urls)
+            # while the helper checked, its lease lapsed and the owner took the page and failed it
+            with rt.db.transaction() as session:
+                for row in session.scalars(select(BatchLot).where(BatchLot.job_id == job_id)):
+                    row.lease_owner, row.status, row.error_message = "owner-a", "failed", "decided elsewhere"
+            return checks
+
+        monkeypatch.setattr(rt.images, "check_many_lots", slow_then_taken)
+        assert helper.help_with_photos() is True
+        assert {(lot.status, lot.error_message) for lot in lots_of(rt.db, job_id)} == {("failed", "decided elsewhere")}
+    finally:
+        owner.close()
+        helper.close()
