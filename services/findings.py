@@ -12,12 +12,24 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
-PARTS = (
-    "front_bumper", "rear_bumper", "hood", "roof", "trunk_lid", "tailgate", "front_fender", "rear_quarter_panel",
-    "front_door", "rear_door", "rocker_panel", "pillar", "mirror", "grille", "headlight", "taillight", "fog_light",
-    "windshield", "rear_window", "side_window", "sunroof", "wheel", "tire", "undercarriage", "engine_bay",
-    "license_plate", "seat", "dashboard", "steering_wheel", "airbag", "interior_trim", "other",
-)
+BY_SIDE = "by_side"
+# The photo view each part is seen from: a view name, BY_SIDE for parts seen from the side they are on
+# (a left door from the left), or None for parts no single listed view shows (roof, underside).
+PART_VIEWS: dict[str, str | None] = {
+    "front_bumper": "front", "rear_bumper": "rear", "hood": "front", "roof": None, "trunk_lid": "rear",
+    "tailgate": "rear", "front_fender": BY_SIDE, "rear_quarter_panel": BY_SIDE, "front_door": BY_SIDE,
+    "rear_door": BY_SIDE, "rocker_panel": BY_SIDE, "pillar": BY_SIDE, "mirror": BY_SIDE, "grille": "front",
+    "headlight": "front", "taillight": "rear", "fog_light": "front", "windshield": "front", "rear_window": "rear",
+    "side_window": BY_SIDE, "sunroof": None, "wheel": BY_SIDE, "tire": BY_SIDE, "undercarriage": None,
+    "engine_bay": "engine_bay", "license_plate": BY_SIDE, "seat": "interior", "dashboard": "interior",
+    "steering_wheel": "interior", "airbag": "interior", "interior_trim": "interior", "other": BY_SIDE,
+}
+SIDE_VIEWS: dict[str, str | None] = {"left": "left", "right": "right", "front": "front", "rear": "rear",
+                                     "center": None}
+# Auction damage areas that lie on one view (the others, such as hail or all_over, lie on none).
+AREA_VIEWS = {"front_end": "front", "rear_end": "rear", "left_side": "left", "right_side": "right",
+              "interior": "interior"}
+PARTS = tuple(PART_VIEWS)
 SIDES = ("left", "right", "front", "rear", "center")
 DAMAGE_TYPES = ("scratch", "dent", "crack", "broken", "missing", "rust", "paint", "deformation", "glass", "other")
 SEVERITIES = ("minor", "moderate", "severe")
@@ -130,6 +142,12 @@ def _damage_value(value: Any) -> str | None:
 def _views(value: Any) -> list[str]:
     items = value if isinstance(value, list) else []
     return [view for view in VIEWS if view in {_token(v) for v in items}]
+
+
+def view_of(part: str, side: str) -> str | None:
+    """The photo view a finding on this part and side is seen from (None: no single view shows it)."""
+    view = PART_VIEWS.get(part)
+    return SIDE_VIEWS.get(side) if view == BY_SIDE else view
 
 
 def normalize(answer: str | dict, photo_indexes: list[int]) -> tuple[dict[str, Any], Repairs]:
