@@ -160,24 +160,75 @@ def normalize(answer: str | dict, photo_indexes: list[int]) -> tuple[dict[str, A
         raise UnusableReport("answer has no findings list")
     repairs = Repairs()
     findings = [f for f in (_finding(raw, photo_indexes, repairs) for raw in data["findings"]) if f]
+    coverage = data.get("coverage") if isinstance(data.get("coverage"), dict) else {}
+    present = _shown_by_findings(findings, _views(coverage.get("views_present")), repairs)
     no_damage = not findings
     if data.get("no_visible_damage") is not no_damage:
         repairs.fix("no_visible_damage contradicted the findings")
-    primary = _damage_value(data.get("primary_damage"))
-    if no_damage:
-        primary = "none"
-    elif primary in (None, "none"):
-        repairs.fix("primary_damage missing or 'none' with findings")
-        primary = "unknown"
-    secondary = _damage_value(data.get("secondary_damage"))
-    if secondary in ("none", primary) or no_damage:
-        secondary = None
-    coverage = data.get("coverage") if isinstance(data.get("coverage"), dict) else {}
-    present = _views(coverage.get("views_present"))
+    primary, secondary = _damage_areas(data, findings, present, repairs)
     missing = [view for view in VIEWS if view not in present]
     report = {"findings": findings, "no_visible_damage": no_damage, "primary_damage": primary,
               "secondary_damage": secondary, "coverage": {"views_present": present, "views_missing": missing}}
     return report, repairs
+
+
+def _shown_by_findings(findings: list[dict[str, Any]], present: list[str], repairs: Repairs) -> list[str]:
+    """``present`` with every view a finding is seen from; one repair per view added.
+
+    A finding reaches this point only if it cites a photo that was really sent, so it is the model
+    pointing at evidence: this photo shows this part. The coverage lists are a summary written without
+    pointing at anything. When the two disagree, the cited photo is the more trustworthy claim, so the view
+    moves from missing to present. Dropping the finding instead would hide damage the buyer needs to know
+    about, and keeping both would tell the buyer the damaged side was never photographed.
+    """
+    shown = set(present)
+    for finding in findings:
+        view = view_of(finding["part"], finding["side"])
+        if view in VIEWS and view not in shown:
+            shown.add(view)
+            repairs.fix(f"view {view!r} listed missing, yet a finding on the {finding['part']} "
+                        f"({finding['side']}) cites photos {finding['photos']}")
+    return [view for view in VIEWS if view in shown]
+
+
+def _damage_areas(data: dict[str, Any], findings: list[dict[str, Any]], present: list[str],
+                  repairs: Repairs) -> tuple[str, str | None]:
+    """primary_damage and secondary_damage agreeing with the findings and with the repaired coverage.
+
+    An area on a view the photos do not show (rear_end with no rear photo) cannot summarise what the
+    photos show; the primary area is then taken from the findings, the secondary one is dropped.
+    """
+    if not findings:
+        return "none", None
+    primary = _damage_value(data.get("primary_damage"))
+    if primary in (None, "none"):
+        repairs.fix("primary_damage missing or 'none' with findings")
+        primary = "unknown"
+    elif _on_hidden_view(primary, present):
+        repairs.fix(f"primary_damage {primary!r} is on a view not shown")
+        primary = _area_of(findings)
+    secondary = _damage_value(data.get("secondary_damage"))
+    if _on_hidden_view(secondary, present):
+        repairs.fix(f"secondary_damage {secondary!r} is on a view not shown")
+        secondary = None
+    if secondary in ("none", primary):
+        secondary = None
+    return primary, secondary
+
+
+def _on_hidden_view(area: str | None, present: list[str]) -> bool:
+    view = AREA_VIEWS.get(area or "")
+    return view is not None and view not in present
+
+
+def _area_of(findings: list[dict[str, Any]]) -> str:
+    """The auction area of the first finding seen from a view that has one, else ``unknown``."""
+    areas = {view: area for area, view in AREA_VIEWS.items()}
+    for finding in findings:
+        area = areas.get(view_of(finding["part"], finding["side"]) or "")
+        if area:
+            return area
+    return "unknown"
 
 
 def _label(value: str) -> str:
