@@ -103,7 +103,7 @@ THEMES = (
           SIDE_HIT, ("moderate", "severe")),
     Theme(r"hail", "hail", (("roof", ("center",)), ("hood", ("front",)), ("trunk_lid", ("rear",))),
           ("dent",), ("minor", "moderate"), "Many small hail dents across the panel."),
-    Theme(r"flood(ed)?|water", "water_flood",
+    Theme(r"flood(ed)?|water damage|submerged", "water_flood",
           (("seat", ("center",)), ("interior_trim", ("center",)), ("dashboard", ("center",)),
            ("undercarriage", ("center",))), ("other", "rust"), ("moderate", "severe"),
           "Water marks and staining from flooding."),
@@ -169,17 +169,22 @@ def _named_views(url: str) -> set[str]:
 
 
 def _reading(notes: str) -> tuple[list[Theme], bool, tuple[str, ...] | None]:
-    """The themes the notes name (in the order named), whether they say "no damage", a severity they imply."""
+    """The themes the notes name (in the order named), whether they say "no damage", a severity they imply.
+
+    A clause with a negation names no theme, so "no damage to the rear" is not rear damage.
+    """
     text = notes.lower()
     found: list[tuple[int, int, Theme]] = []
-    offset = 0
-    for clause in CLAUSE.split(text):
-        if clause and not NEGATION.search(clause):
+    start = 0
+    for separator in [*CLAUSE.finditer(text), None]:
+        end = separator.start() if separator else len(text)
+        clause = text[start:end]
+        if not NEGATION.search(clause):
             for order, theme in enumerate(THEMES):
                 match = re.search(rf"\b(?:{theme.words})\b", clause)
                 if match:
-                    found.append((offset + match.start(), order, theme))
-        offset += len(clause or "") + 1
+                    found.append((start + match.start(), order, theme))
+        start = separator.end() if separator else end
     themes = [theme for _, _, theme in sorted(found, key=lambda f: (f[0], f[1]))]
     severity = ("minor",) if MINOR.search(text) else ("severe",) if SEVERE.search(text) else None
     return themes, bool(NO_DAMAGE.search(text)), severity
@@ -187,61 +192,74 @@ def _reading(notes: str) -> tuple[list[Theme], bool, tuple[str, ...] | None]:
 
 def damage_report(schema: Mapping[str, Any], image_urls: list[str], notes: str) -> dict[str, Any]:
     props = schema["properties"]
-    item = props["findings"]["items"]["properties"]
-    vocab = {"part": set(_enum(item["part"])), "damage": set(_enum(item["damage_type"])),
-             "severity": _enum(item["severity"]), "side": set(_enum(item["side"]))}
     views = _enum(props["coverage"]["properties"]["views_present"]["items"])
-    areas = set(_enum(props["primary_damage"]))
-    rng = random.Random(seed_from("report", image_urls, notes))
     shown = photo_views(image_urls, views)
+    inspector = _Inspector(props["findings"]["items"]["properties"], shown,
+                           random.Random(seed_from("report", image_urls, notes)))
     themes, says_none, severity = _reading(notes)
-    marked = any(m in url.lower() for m in NO_DAMAGE_MARKERS for url in image_urls)
-
-    findings: list[dict[str, Any]] = []
-    finding_areas: list[str] = []
-    taken: set[str] = set()
-
-    def add(part: str, sides: tuple[str, ...], damage: tuple[str, ...], severities: tuple[str, ...],
-            note: str | None, area: str | None) -> bool:
-        options = [(side, photos) for side in sides if side in vocab["side"]
-                   for photos in [_photos_of(view_of(part, side), shown)] if photos]
-        looks = LOOKS.get(part, damage)
-        kinds = [d for d in damage if d in looks and d in vocab["damage"]] or \
-                [d for d in looks if d in vocab["damage"]]
-        if len(findings) >= MOST or part in taken or part not in vocab["part"] or not options or not kinds:
-            return False
-        side, photos = rng.choice(options)
-        kind = rng.choice(kinds)
-        cited = sorted(rng.sample(photos, min(len(photos), rng.randint(1, 2))))
-        level = [s for s in (severity or severities) if s in vocab["severity"]] or vocab["severity"]
-        taken.add(part)
-        findings.append({"part": part, "side": side, "damage_type": kind, "severity": rng.choice(level),
-                         "photos": cited, "note": note or NOTES.get(kind, "Visible damage.")})
-        finding_areas.append(area or _area(part, side))
-        return True
-
-    if marked or (says_none and not themes):
+    if any(m in url.lower() for m in NO_DAMAGE_MARKERS for url in image_urls) or (says_none and not themes):
         pass
     elif themes:
         for theme in themes:
-            wanted = rng.randint(2, 3) if len(theme.parts) > 2 else len(theme.parts)
-            added = 0
-            for part, sides in [*rng.sample(theme.parts, len(theme.parts)), *theme.fallback]:
-                if added < wanted and not (added and (part, sides) in theme.fallback):
-                    added += add(part, sides, theme.damage, theme.severity, theme.note, theme.area)
+            inspector.theme(theme, severity)
     else:
-        count = rng.choices((0, 1, 2, 3), weights=(1, 2, 2, 1))[0]
-        for part, sides in rng.sample(ANY_DAMAGE, len(ANY_DAMAGE)):
-            if len(findings) < count:
-                add(part, sides, LOOKS[part], tuple(vocab["severity"]), None, None)
-
-    known = [a if a in areas else "unknown" for a in finding_areas]
+        inspector.anything()
+    areas = set(_enum(props["primary_damage"]))
+    known = [a if a in areas else "unknown" for a in inspector.areas]
     primary = known[0] if known else "none"
-    secondary = next((a for a in known[1:] if a != primary), None)
     present = [v for v in views if any(v in s for s in shown)]
-    return {"findings": findings, "no_visible_damage": not findings, "primary_damage": primary,
-            "secondary_damage": secondary,
+    return {"findings": inspector.findings, "no_visible_damage": not inspector.findings, "primary_damage": primary,
+            "secondary_damage": next((a for a in known[1:] if a != primary), None),
             "coverage": {"views_present": present, "views_missing": [v for v in views if v not in present]}}
+
+
+class _Inspector:
+    """Writes findings that the photos can show: each cites only photos of the view its part is seen from."""
+
+    def __init__(self, item: Mapping[str, Any], shown: list[set[str]], rng: random.Random):
+        self.parts = set(_enum(item["part"]))
+        self.sides = set(_enum(item["side"]))
+        self.kinds = set(_enum(item["damage_type"]))
+        self.severities = _enum(item["severity"])
+        self.shown = shown
+        self.rng = rng
+        self.findings: list[dict[str, Any]] = []
+        self.areas: list[str] = []
+
+    def theme(self, theme: Theme, severity: tuple[str, ...] | None) -> None:
+        wanted = self.rng.randint(2, 3) if len(theme.parts) > 2 else len(theme.parts)
+        added = 0
+        for part, sides in self.rng.sample(theme.parts, len(theme.parts)):
+            if added < wanted:
+                added += self.add(part, sides, theme.damage, severity or theme.severity, theme.note, theme.area)
+        for part, sides in theme.fallback:
+            if not added:
+                added += self.add(part, sides, theme.damage, severity or theme.severity, theme.note, theme.area)
+
+    def anything(self) -> None:
+        count = self.rng.choices((0, 1, 2, 3), weights=(1, 2, 2, 1))[0]
+        for part, sides in self.rng.sample(ANY_DAMAGE, len(ANY_DAMAGE)):
+            if len(self.findings) < count:
+                self.add(part, sides, LOOKS[part], tuple(self.severities), None, None)
+
+    def add(self, part: str, sides: tuple[str, ...], damage: tuple[str, ...], severities: tuple[str, ...],
+            note: str | None, area: str | None) -> bool:
+        """One finding on this part, if a photo shows it and it is not reported yet; whether it was added."""
+        options = [(side, photos) for side in sides if side in self.sides
+                   for photos in [_photos_of(view_of(part, side), self.shown)] if photos]
+        looks = LOOKS.get(part, damage)
+        kinds = [d for d in damage if d in looks and d in self.kinds] or [d for d in looks if d in self.kinds]
+        if len(self.findings) >= MOST or part not in self.parts or not options or not kinds \
+                or any(f["part"] == part for f in self.findings):
+            return False
+        side, photos = self.rng.choice(options)
+        kind = self.rng.choice(kinds)
+        cited = sorted(self.rng.sample(photos, min(len(photos), self.rng.randint(1, 2))))
+        level = [s for s in severities if s in self.severities] or self.severities
+        self.findings.append({"part": part, "side": side, "damage_type": kind, "severity": self.rng.choice(level),
+                              "photos": cited, "note": note or NOTES.get(kind, "Visible damage.")})
+        self.areas.append(area or _area(part, side))
+        return True
 
 
 def _photos_of(view: str | None, shown: list[set[str]]) -> list[int]:
