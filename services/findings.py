@@ -12,12 +12,24 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
-PARTS = (
-    "front_bumper", "rear_bumper", "hood", "roof", "trunk_lid", "tailgate", "front_fender", "rear_quarter_panel",
-    "front_door", "rear_door", "rocker_panel", "pillar", "mirror", "grille", "headlight", "taillight", "fog_light",
-    "windshield", "rear_window", "side_window", "sunroof", "wheel", "tire", "undercarriage", "engine_bay",
-    "license_plate", "seat", "dashboard", "steering_wheel", "airbag", "interior_trim", "other",
-)
+BY_SIDE = "by_side"
+# The photo view each part is seen from: a view name, BY_SIDE for parts seen from the side they are on
+# (a left door from the left), or None for parts no single listed view shows (roof, underside).
+PART_VIEWS: dict[str, str | None] = {
+    "front_bumper": "front", "rear_bumper": "rear", "hood": "front", "roof": None, "trunk_lid": "rear",
+    "tailgate": "rear", "front_fender": BY_SIDE, "rear_quarter_panel": BY_SIDE, "front_door": BY_SIDE,
+    "rear_door": BY_SIDE, "rocker_panel": BY_SIDE, "pillar": BY_SIDE, "mirror": BY_SIDE, "grille": "front",
+    "headlight": "front", "taillight": "rear", "fog_light": "front", "windshield": "front", "rear_window": "rear",
+    "side_window": BY_SIDE, "sunroof": None, "wheel": BY_SIDE, "tire": BY_SIDE, "undercarriage": None,
+    "engine_bay": "engine_bay", "license_plate": BY_SIDE, "seat": "interior", "dashboard": "interior",
+    "steering_wheel": "interior", "airbag": "interior", "interior_trim": "interior", "other": BY_SIDE,
+}
+SIDE_VIEWS: dict[str, str | None] = {"left": "left", "right": "right", "front": "front", "rear": "rear",
+                                     "center": None}
+# Auction damage areas that lie on one view (the others, such as hail or all_over, lie on none).
+AREA_VIEWS = {"front_end": "front", "rear_end": "rear", "left_side": "left", "right_side": "right",
+              "interior": "interior"}
+PARTS = tuple(PART_VIEWS)
 SIDES = ("left", "right", "front", "rear", "center")
 DAMAGE_TYPES = ("scratch", "dent", "crack", "broken", "missing", "rust", "paint", "deformation", "glass", "other")
 SEVERITIES = ("minor", "moderate", "severe")
@@ -132,6 +144,12 @@ def _views(value: Any) -> list[str]:
     return [view for view in VIEWS if view in {_token(v) for v in items}]
 
 
+def view_of(part: str, side: str) -> str | None:
+    """The photo view a finding on this part and side is seen from (None: no single view shows it)."""
+    view = PART_VIEWS.get(part)
+    return SIDE_VIEWS.get(side) if view == BY_SIDE else view
+
+
 def normalize(answer: str | dict, photo_indexes: list[int]) -> tuple[dict[str, Any], Repairs]:
     """Turn the model's answer into a clean report; ``photo_indexes[k]`` is the request index of photo k+1."""
     try:
@@ -142,24 +160,75 @@ def normalize(answer: str | dict, photo_indexes: list[int]) -> tuple[dict[str, A
         raise UnusableReport("answer has no findings list")
     repairs = Repairs()
     findings = [f for f in (_finding(raw, photo_indexes, repairs) for raw in data["findings"]) if f]
+    coverage = data.get("coverage") if isinstance(data.get("coverage"), dict) else {}
+    present = _shown_by_findings(findings, _views(coverage.get("views_present")), repairs)
     no_damage = not findings
     if data.get("no_visible_damage") is not no_damage:
         repairs.fix("no_visible_damage contradicted the findings")
-    primary = _damage_value(data.get("primary_damage"))
-    if no_damage:
-        primary = "none"
-    elif primary in (None, "none"):
-        repairs.fix("primary_damage missing or 'none' with findings")
-        primary = "unknown"
-    secondary = _damage_value(data.get("secondary_damage"))
-    if secondary in ("none", primary) or no_damage:
-        secondary = None
-    coverage = data.get("coverage") if isinstance(data.get("coverage"), dict) else {}
-    present = _views(coverage.get("views_present"))
+    primary, secondary = _damage_areas(data, findings, present, repairs)
     missing = [view for view in VIEWS if view not in present]
     report = {"findings": findings, "no_visible_damage": no_damage, "primary_damage": primary,
               "secondary_damage": secondary, "coverage": {"views_present": present, "views_missing": missing}}
     return report, repairs
+
+
+def _shown_by_findings(findings: list[dict[str, Any]], present: list[str], repairs: Repairs) -> list[str]:
+    """``present`` with every view a finding is seen from; one repair per view added.
+
+    A finding reaches this point only if it cites a photo that was really sent, so it is the model
+    pointing at evidence: this photo shows this part. The coverage lists are a summary written without
+    pointing at anything. When the two disagree, the cited photo is the more trustworthy claim, so the view
+    moves from missing to present. Dropping the finding instead would hide damage the buyer needs to know
+    about, and keeping both would tell the buyer the damaged side was never photographed.
+    """
+    shown = set(present)
+    for finding in findings:
+        view = view_of(finding["part"], finding["side"])
+        if view in VIEWS and view not in shown:
+            shown.add(view)
+            repairs.fix(f"view {view!r} listed missing, yet a finding on the {finding['part']} "
+                        f"({finding['side']}) cites photos {finding['photos']}")
+    return [view for view in VIEWS if view in shown]
+
+
+def _damage_areas(data: dict[str, Any], findings: list[dict[str, Any]], present: list[str],
+                  repairs: Repairs) -> tuple[str, str | None]:
+    """primary_damage and secondary_damage agreeing with the findings and with the repaired coverage.
+
+    An area on a view the photos do not show (rear_end with no rear photo) cannot summarise what the
+    photos show; the primary area is then taken from the findings, the secondary one is dropped.
+    """
+    if not findings:
+        return "none", None
+    primary = _damage_value(data.get("primary_damage"))
+    if primary in (None, "none"):
+        repairs.fix("primary_damage missing or 'none' with findings")
+        primary = "unknown"
+    elif _on_hidden_view(primary, present):
+        repairs.fix(f"primary_damage {primary!r} is on a view not shown")
+        primary = _area_of(findings)
+    secondary = _damage_value(data.get("secondary_damage"))
+    if _on_hidden_view(secondary, present):
+        repairs.fix(f"secondary_damage {secondary!r} is on a view not shown")
+        secondary = None
+    if secondary in ("none", primary):
+        secondary = None
+    return primary, secondary
+
+
+def _on_hidden_view(area: str | None, present: list[str]) -> bool:
+    view = AREA_VIEWS.get(area or "")
+    return view is not None and view not in present
+
+
+def _area_of(findings: list[dict[str, Any]]) -> str:
+    """The auction area of the first finding seen from a view that has one, else ``unknown``."""
+    areas = {view: area for area, view in AREA_VIEWS.items()}
+    for finding in findings:
+        area = areas.get(view_of(finding["part"], finding["side"]) or "")
+        if area:
+            return area
+    return "unknown"
 
 
 def _label(value: str) -> str:
