@@ -12,9 +12,11 @@ from hypothesis import strategies as st
 
 from services.findings import view_of
 from services.openai_client import ModelSettings, OpenAIGateway
+from services.sandbox.catalog import base_catalog
 from services.sandbox.generate import RESPONSES, respond
 
 GATEWAY = OpenAIGateway(client=None, models=ModelSettings())
+CATALOG = base_catalog()
 NAMED = {"front": "front", "rear": "rear", "left": "left", "right": "right", "interior": "interior",
          "odometer": "odometer", "engine": "engine_bay"}
 NEUTRAL = ("img", "photo", "bumper", "wheel", "detail", "dsc", "car", "lot")
@@ -25,7 +27,7 @@ NOTES = ("front collision", "rear damage", "minor rear damage", "hail damage on 
 
 def report_for(urls: list[str], notes: str):
     """(the sandbox's raw answer, the report after the service's checks, the repairs they made)."""
-    body = respond(RESPONSES, GATEWAY.vision_body(urls, notes))
+    body = respond(RESPONSES, GATEWAY.vision_body(urls, notes), catalog=CATALOG)
     raw = json.loads(body["output"][-1]["content"][0]["text"])
     result = GATEWAY.read_vision(body, list(range(len(urls))))
     return raw, result.report, result.repairs
