@@ -158,6 +158,7 @@ def status_view(job: AnyJob) -> dict[str, Any]:
             "strategy": job.strategy,
             "total_images": job.total_images,
             "total_images_processed": job.total_images_processed,
+            "images_checked_lots": job.images_checked_lots,
             "token_usage": token_usage(job),
         },
         "error_message": job.error_message,
