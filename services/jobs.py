@@ -164,6 +164,7 @@ def status_view(job: AnyJob) -> dict[str, Any]:
             "strategy": job.strategy,
             "total_images": job.total_images,
             "total_images_processed": job.total_images_processed,
+            "images_checked_lots": job.images_checked_lots,
             "token_usage": token_usage(job),
             "cost_usd": round(job.cost_usd or 0.0, 6),
             "estimated_cost_usd": round(job.estimated_cost_usd or 0.0, 6),

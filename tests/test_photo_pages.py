@@ -12,7 +12,7 @@ from sqlalchemy import select
 import workers.jobs
 from database.models import BatchJob, BatchLot
 from tests.support.batches import distinct_lots
-from tests.support.client import body_signature
+from tests.support.client import body_signature, header_signature
 from workers import leases
 from workers.jobs import PHOTO_WAIT_SECONDS, JobRunner
 
@@ -52,8 +52,13 @@ def test_photo_pages_of_a_held_job_are_shared_with_a_process_that_does_not_hold_
         assert [lot.status for lot in lots_of(rt_a.db, job_id)] == ["ready"] * 3 + ["pending"] * 4
         assert job_of(rt_a.db, job_id).lease_owner == "owner-a"
 
-        # the owner takes the next page; then a page held by a (still living) helper is not checked twice
+        # the owner takes the next page; batch-status shows the stage's progress
         assert owner.stage_images(job_of(rt_a.db, job_id)) is None
+        status = b.test_client().get(f"/api/v1/batch-status/{job_id}", headers={"X-Signature": header_signature(job_id)})
+        details = status.get_json()["processing_details"]
+        assert (details["current_stage"], details["images_checked_lots"]) == ("image_validation", 6)
+
+        # a page held by a (still living) helper is not checked twice
         with rt_b.db.session() as session:
             [held] = leases.claim(session, BatchLot, (BatchLot.job_id == job_id) & (BatchLot.status == "pending"),
                                   BatchLot.seq, 3, "helper-b", 30)

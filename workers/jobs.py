@@ -311,7 +311,7 @@ class JobRunner:
         described = counts.get("described", 0)
         failed = counts.get("failed", 0)
         values = {"processed_lots": completed + described, "failed_lots": failed, "translated_lots": completed,
-                  "updated_at": utcnow()}
+                  "images_checked_lots": job.total_lots - counts.get("pending", 0), "updated_at": utcnow()}
         images = session.scalar(select(func.coalesce(func.sum(BatchLot.processed_images), 0))
                                 .where(BatchLot.job_id == job.id)) or 0
         values["total_images_processed"] = int(images)

@@ -184,6 +184,9 @@ def job_schemas() -> dict[str, Any]:
             "strategy": {"type": "string", "enum": ["openai_batch", "direct"]},
             "total_images": COUNT,
             "total_images_processed": COUNT,
+            "images_checked_lots": {"type": "integer", "minimum": 0,
+                                    "description": "Lots whose photos have been checked (the image_validation "
+                                                   "stage's progress, out of progress.total_lots)."},
             "token_usage": ref("TokenUsage"),
         }, ["openai_vision_batch_id", "openai_translation_batch_id", "current_stage"]),
         "JobStatus": obj({

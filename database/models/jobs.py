@@ -30,6 +30,7 @@ class BatchJob(Base):
     translated_lots: Mapped[int] = mapped_column(Integer, default=0)
     total_images: Mapped[int] = mapped_column(Integer, default=0)
     total_images_processed: Mapped[int] = mapped_column(Integer, default=0)
+    images_checked_lots: Mapped[int] = mapped_column(Integer, default=0)  # lots past the photo stage
     webhook_configured: Mapped[bool] = mapped_column(Boolean, default=False)
     openai_vision_batch_id: Mapped[str | None] = mapped_column(String(64))
     openai_translation_batch_id: Mapped[str | None] = mapped_column(String(64))
@@ -95,6 +96,7 @@ class JobSnapshot:
     completed_at: datetime | None
     cancelled_at: datetime | None
     estimated_completion: datetime | None
+    images_checked_lots: int
 
     is_active = BatchJob.is_active
     total_tokens = BatchJob.total_tokens

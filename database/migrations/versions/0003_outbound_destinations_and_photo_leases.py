@@ -6,7 +6,8 @@ Create Date: 2026-12-01
 
 The dispatcher shares its pool per destination (scheme, host, port) rather than per URL
 string; the column lets it group and exclude by host in SQL. Existing rows are filled in
-from their URLs. A lot's lease lets any process check a page of a job's photos.
+from their URLs. A lot's lease lets any process check a page of a job's photos, and the job
+counts the lots past its photo stage for batch-status.
 """
 from urllib.parse import urlsplit
 
@@ -37,6 +38,8 @@ def upgrade() -> None:
     with op.batch_alter_table('batch_lots', schema=None) as batch_op:
         batch_op.add_column(sa.Column('lease_owner', sa.String(length=64), nullable=True))
         batch_op.add_column(sa.Column('lease_expires_at', sa.DateTime(timezone=True), nullable=True))
+    with op.batch_alter_table('batch_jobs', schema=None) as batch_op:
+        batch_op.add_column(sa.Column('images_checked_lots', sa.Integer(), nullable=False, server_default='0'))
     table = sa.table('webhook_deliveries', sa.column('id', sa.Integer), sa.column('webhook_url', sa.Text),
                      sa.column('destination', sa.String))
     connection = op.get_bind()
@@ -46,6 +49,8 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
+    with op.batch_alter_table('batch_jobs', schema=None) as batch_op:
+        batch_op.drop_column('images_checked_lots')
     with op.batch_alter_table('batch_lots', schema=None) as batch_op:
         batch_op.drop_column('lease_expires_at')
         batch_op.drop_column('lease_owner')
