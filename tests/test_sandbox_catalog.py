@@ -17,6 +17,7 @@ from openai import OpenAI
 from services.sandbox import SandboxServer
 from services.sandbox.__main__ import parse_args
 from services.sandbox.catalog import CATALOG_PATH, base_catalog
+from services.sandbox.prompt_cache import PromptCache
 
 GPT6_ALL = ["none", "low", "medium", "high", "xhigh", "max"]
 GPT6_NO_NONE = ["low", "medium", "high", "xhigh", "max"]
@@ -420,6 +421,15 @@ def test_a_cache_lifetime_of_zero_caches_nothing_and_reset_forgets(client, sandb
     client.responses.create(model="gpt-6-luna", instructions=LONG_INSTRUCTIONS, input="b")
     assert client.responses.create(model="gpt-6-luna", instructions=LONG_INSTRUCTIONS, input="b"
                                    ).usage.input_tokens_details.cached_tokens == 0
+
+
+def test_the_cache_forgets_its_least_recently_used_prefixes_when_full():
+    cache = PromptCache(max_prefixes=4)
+    prompts = [letter * 4096 for letter in "abcde"]  # 1,024 tokens each: one remembered prefix apiece
+    assert [cache.cached_tokens("m", p) for p in prompts] == [0] * 5
+    assert cache.cached_tokens("m", prompts[4]) == 1024
+    assert cache.cached_tokens("m", prompts[0]) == 0
+    assert cache.cached_tokens("other", prompts[4]) == 0
 
 
 def test_batch_lines_sharing_a_prefix_report_cached_tokens(client):

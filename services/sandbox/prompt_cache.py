@@ -14,7 +14,6 @@ import json
 import math
 import threading
 import time
-from collections import OrderedDict
 
 from services.sandbox.prompt import Prompt
 
@@ -45,46 +44,56 @@ def _padded(text: str) -> str:
 
 
 class PromptCache:
-    """Remembered prefix digests, forgotten ``ttl`` seconds after their last use (at most MAX_PREFIXES)."""
+    """Remembered prefix digests, forgotten ``ttl`` seconds after their last use.
+
+    A plain dict of digest -> last use: an expired entry counts as absent, and when the dict
+    outgrows ``max_prefixes`` the least recently used half is dropped in one pass, so each
+    lookup stays a couple of dict operations per 128-token step.
+    """
 
     def __init__(self, ttl: float = 600.0, max_prefixes: int = MAX_PREFIXES):
         self.ttl = ttl
         self._max = max_prefixes
         self._lock = threading.Lock()
-        self._seen: OrderedDict[bytes, float] = OrderedDict()
+        self._seen: dict[bytes, float] = {}
 
     def cached_tokens(self, model: str, stream: str) -> int:
         """Tokens of ``stream`` served from the cache; the prompt's prefixes are remembered for next time."""
         tokens = len(stream) // CHARS_PER_TOKEN
         if tokens < MIN_TOKENS:
             return 0
+        # one character per byte when the text is ASCII (the usual case), so the bytes can be cut directly
+        data: str | bytes = stream.encode() if stream.isascii() else stream
         digest = hashlib.sha256(model.encode("utf-8", "surrogatepass") + b"\0")
-        boundaries: list[tuple[int, bytes]] = []
-        for end in range(STEP_TOKENS, tokens + 1, STEP_TOKENS):
-            digest.update(stream[(end - STEP_TOKENS) * CHARS_PER_TOKEN:end * CHARS_PER_TOKEN]
-                          .encode("utf-8", "surrogatepass"))
-            if end >= MIN_TOKENS:
-                boundaries.append((end, digest.copy().digest()))
+        step = STEP_TOKENS * CHARS_PER_TOKEN
+        first = (MIN_TOKENS - STEP_TOKENS) * CHARS_PER_TOKEN
+        digest.update(_bytes(data[:first]))
+        keys = []
+        for start in range(first, tokens * CHARS_PER_TOKEN - step + 1, step):
+            digest.update(_bytes(data[start:start + step]))
+            keys.append(digest.copy().digest())
         now = time.monotonic()
         cached = 0
         with self._lock:
-            self._expire(now)
-            for end, key in boundaries:
-                if key in self._seen:
-                    cached = end
-                self._seen[key] = now
-                self._seen.move_to_end(key)
-            while len(self._seen) > self._max:
-                self._seen.popitem(last=False)
+            seen, ttl = self._seen, self.ttl
+            for position, key in enumerate(keys):
+                used = seen.get(key)
+                if used is not None and now - used <= ttl:
+                    cached = MIN_TOKENS + position * STEP_TOKENS
+                seen[key] = now
+            if len(seen) > self._max:
+                self._prune()
         return cached
 
     def clear(self) -> None:
         with self._lock:
             self._seen.clear()
 
-    def _expire(self, now: float) -> None:
-        while self._seen:
-            key, used = next(iter(self._seen.items()))
-            if now - used <= self.ttl:
-                break
-            del self._seen[key]
+    def _prune(self) -> None:
+        """Keep the most recently used half (caller holds the lock)."""
+        keep = sorted(self._seen.items(), key=lambda item: item[1])[len(self._seen) // 2:]
+        self._seen = dict(keep)
+
+
+def _bytes(chunk: str | bytes) -> bytes:
+    return chunk if isinstance(chunk, bytes) else chunk.encode("utf-8", "surrogatepass")

@@ -274,10 +274,15 @@ class _QuietHandler(WSGIRequestHandler):
 
 
 class SandboxServer:
-    """An OpenAI-compatible emulator on a background thread.
+    """An OpenAI-compatible emulator on a background thread, on 127.0.0.1 unless ``host`` says otherwise.
+
+    ``control_token`` guards the /sandbox/ endpoints; without one a random token is made
+    (``.control_token``, ``.control_headers``). ``configure()``, ``stats()`` and ``reset()`` act
+    on the state directly and need no token.
 
     >>> with SandboxServer(SandboxConfig(vision_latency=0.2)) as sandbox:
     ...     client = OpenAI(api_key="x", base_url=sandbox.url)
+    ...     httpx.get(f"{sandbox.root_url}/sandbox/stats", headers=sandbox.control_headers)
     """
 
     def __init__(self, config: SandboxConfig | None = None, *, host: str = "127.0.0.1", port: int = 0,
@@ -301,9 +306,8 @@ class SandboxServer:
         self._root = tempfile.mkdtemp(prefix="openai-sandbox-")
         self.state = SandboxState(self._config, self._root)
         handler = type("SandboxRequestHandler", (_QuietHandler,), {"verbose": self._log_requests})
-        self._server = make_server(self.host, self._requested_port, SandboxApp(self.state, self._control_token),
-                                   threaded=True,
-                                   request_handler=handler)
+        app = SandboxApp(self.state, self._control_token)
+        self._server = make_server(self.host, self._requested_port, app, threaded=True, request_handler=handler)
         self._thread = threading.Thread(target=self._server.serve_forever, name="openai-sandbox", daemon=True)
         self._thread.start()
         return self
