@@ -26,12 +26,17 @@ def malformed() -> ServiceError:
     return ServiceError(403, "INVALID_SIGNATURE", "Invalid HMAC signature: expected sha256=<64 hex digits>")
 
 
-def check(message: bytes | str, signature: object) -> None:
-    """401 when no signature is given, 403 when it is malformed (checked first) or does not match."""
+def require_shape(signature: object) -> None:
+    """401 when no signature is given, 403 when it is not ``sha256=`` + 64 hex digits (or the digits)."""
     if signature is None or (isinstance(signature, str) and not signature.strip()):
         raise missing()
     if signing.parse_signature(signature) is None:
         raise malformed()
+
+
+def check(message: bytes | str, signature: object) -> None:
+    """The shape first (401/403), then the HMAC under every current key (403)."""
+    require_shape(signature)
     if not signing.verify(_keys(), message, signature):
         raise invalid()
 
@@ -46,13 +51,11 @@ def require_lots_signature(body: dict, lots: list) -> None:
     signature = body.get("signature")
     if signature is None or signature == "":
         signature = request.headers.get("X-Signature")
-    if signature is None or (isinstance(signature, str) and not signature.strip()):
-        raise missing()
-    if signing.parse_signature(signature) is None:
-        raise malformed()
+    require_shape(signature)  # before the lots are serialized
     try:
         message = signing.canonical_lots(lots)
     except (RecursionError, ValueError):
         # nesting the parser accepted but the encoder cannot repeat; such lots can never be valid
         raise invalid() from None
-    check(message, signature)
+    if not signing.verify(_keys(), message, signature):
+        raise invalid()

@@ -6,7 +6,8 @@ the service under gunicorn (gunicorn.conf.py, WORKER_ENABLED=false, so only the 
 and the parse-and-verify floor app (bench/accept_floor.py, gunicorn gthread, one worker). Then:
 
 * unsigned: 8,000,000 empty lots (``{"lots":[{},{},...]}``, 24 MB) with a made-up signature, which
-  must be refused with a 4xx, and 100,000 nested ``[``;
+  must be refused with a 4xx, 100,000 nested ``[``, and ``X-Signature: sha256=é`` sent as raw UTF-8
+  and Latin-1 bytes to a job route and to generate (403 expected);
 * signed: 50,000 lots x 5 photo URLs (~18 MB, the published recipe), which must answer 201, and
   the same body POSTed to the floor app, which only parses and verifies it (the two in turn).
 
@@ -88,6 +89,26 @@ def post(session: requests.Session, url: str, body: bytes, pids: list[int], time
     return answer.status_code, elapsed, growth, cpu, database
 
 
+def raw_request(base: str, method: str, path: str, signature: bytes, body: bytes | None) -> int:
+    """One request whose X-Signature header is sent as the given bytes, as a hostile client would."""
+    import http.client
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(base)
+    connection = http.client.HTTPConnection(parts.hostname, parts.port, timeout=30)
+    try:
+        connection.putrequest(method, path)
+        connection.putheader("X-Signature", signature)
+        connection.putheader("Content-Type", "application/json")
+        connection.putheader("Content-Length", str(len(body or b"")))
+        connection.endheaders(body)
+        answer = connection.getresponse()
+        answer.read()
+        return answer.status
+    finally:
+        connection.close()
+
+
 def empty_lots_body(count: int) -> bytes:
     return b'{"signature":"sha256=' + b"0" * 64 + b'","version":"1.0.0","lots":[' + b"{}," * (count - 1) + b"{}]}"
 
@@ -126,6 +147,16 @@ def main(argv=None) -> int:
         nested = b'{"lots":' + b"[" * 100_000 + b"]" * 100_000 + b"}"
         ok, _ = measure("unsigned: 100,000 nested `[`", lambda run: nested, "4xx", lambda s: 400 <= s < 500)
         verdicts.append(("nested body answers 4xx", ok, ""))
+        # a non-ASCII signature header, sent as raw bytes (UTF-8 and Latin-1) to a job route and to generate
+        statuses = []
+        for raw_header in ("sha256=é".encode(), "sha256=é".encode("latin-1")):
+            for method, path, payload in (("GET", f"/api/v1/batch-status/{'0' * 8}-0000-0000-0000-{'0' * 12}", None),
+                                          ("POST", "/api/v1/generate-descriptions", b'{"lots":[{},{}]}')):
+                statuses.append(raw_request(stack.service_url, method, path, raw_header, payload))
+        note(f"non-ASCII X-Signature: {statuses}")
+        rows.append(("unsigned: `X-Signature: sha256=é` (UTF-8 and Latin-1 bytes), job route and generate", "0.0",
+                     "/".join(sorted({str(v) for v in statuses})), "", "", "", "–", "", "403"))
+        verdicts.append(("non-ASCII signature answers 403", all(v == 403 for v in statuses), ""))
         empty = empty_lots_body(args.empty_lots)
         ok, growth = measure(f"unsigned: {args.empty_lots:,} empty lots, made-up signature", lambda run: empty,
                              f"4xx, growth <= {args.target_mb:g} MB", lambda s: 400 <= s < 500)

@@ -205,3 +205,27 @@ def test_a_correct_signature_still_works_with_a_header_or_uppercase_hex(make_liv
                                  json.dumps({"lots": lots, "languages": ["en"]}).encode(),
                                  {"Content-Type": "application/json", "X-Signature": variant(body_signature(lots))})
         assert status == 201, raw[:300]
+
+
+@pytest.mark.parametrize("payload,status", [
+    (b'{"signature":"sha256=' + HEX.encode() + b'","lots":[{"lot_id":"a"},{"lot_id":"b"}]}', 403),
+    (b'{"lots":' + b"[" * 5_000 + b"]" * 5_000 + b"}", 400),
+    (b'{"lots":[' + b"{}            ," * 20 + b"{}]}", 413),
+])
+def test_the_rate_limiter_and_the_view_share_one_parse(make_live, monkeypatch, payload, status):
+    """The sync/batch limit is chosen from the body; it must not be parsed a second time by the view,
+    whether the parse succeeded or was refused."""
+    import app.api as api_module
+
+    calls = []
+    parse = api_module.load_object
+
+    def counting(raw, **kwargs):
+        calls.append(len(raw))
+        return parse(raw, **kwargs)
+
+    monkeypatch.setattr(api_module, "load_object", counting)
+    server = make_live(RATELIMIT_ENABLED="true", MAX_BATCH_SIZE=10)
+    answer = send(server, "POST", "/api/v1/generate-descriptions", payload, {"Content-Type": "application/json"})
+    assert answer[0] == status, answer
+    assert calls == [len(payload)]
