@@ -125,7 +125,7 @@ class OneRowQuery:
             try:
                 if self._postgres:
                     driver.autocommit = True  # a client-side switch while the connection is idle
-                cursor = self._cursor(raw, driver)
+                cursor = self._cursor(raw, driver) if self._postgres else raw.cursor()
                 cursor.execute(self.sql, arguments)
                 row = cursor.fetchone()
             except dialect.loaded_dbapi.Error as error:
@@ -135,6 +135,8 @@ class OneRowQuery:
                 raise exc.DBAPIError.instance(self.sql, arguments, error, dialect.loaded_dbapi.Error,
                                               dialect=dialect) from error
             finally:
+                if cursor is not None and not self._postgres:
+                    cursor.close()  # SQLite: a statement left open would hold its read snapshot
                 if self._postgres and raw.dbapi_connection is not None and not driver.closed:
                     driver.autocommit = False  # as the pool's other users expect it
         finally:
@@ -150,8 +152,9 @@ class OneRowQuery:
 
     @staticmethod
     def _cursor(raw, driver):
-        """The pooled connection's own cursor for these reads, made once: a new psycopg cursor per call
-        cost more than the statement (adapters and transformer set up again each time)."""
+        """The pooled PostgreSQL connection's own cursor for these reads, made once: psycopg sets up a new
+        cursor's adapters and loaders each time, which cost half as much again as the statement itself.
+        psycopg has fetched the whole result when ``execute`` returns, so the cursor holds nothing open."""
         cached = raw.info.get(_CURSOR_KEY)
         if cached is not None and cached[0] is driver:
             return cached[1]
