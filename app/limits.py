@@ -4,11 +4,12 @@ One endpoint serves both sync and batch requests, so its two limits look at the 
 request with one lot counts against RATE_LIMIT_SYNC, with more against RATE_LIMIT_BATCH.
 Storage is in memory by default; RATELIMIT_STORAGE_URI (e.g. redis://) shares it between instances.
 
-The polling endpoints are limited by the ``limits`` library (what Flask-Limiter is built on) called
-directly, on the same storage: profiled, Flask-Limiter's per-request bookkeeping (resolving, filtering
-and evaluating the route's limits in its before-request hook and again in the decorator, then the
-X-RateLimit headers) cost a poll more than its database read. They count a sliding window (two
-counters per client and window, a constant cost; the moving window keeps one entry per request).
+The polling endpoints are limited without Flask-Limiter: profiled, its per-request bookkeeping
+(resolving, filtering and evaluating the route's limits in its before-request hook and again in the
+decorator, then the X-RateLimit headers) cost a poll more than its database read, so its hooks skip
+them. They count a sliding window (two counters per address and limit, a constant cost; the moving
+window keeps one entry per request): in this process for memory:// (ProcessSlidingWindows), through
+the ``limits`` library (what Flask-Limiter is built on) on the limiter's storage otherwise.
 """
 from __future__ import annotations
 

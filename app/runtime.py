@@ -35,7 +35,7 @@ class Runtime:
         self.metrics = Metrics()
         self.db = Database(normalize_url(settings.database_url, settings.instance_path))
         event.listen(self.db.engine, "after_cursor_execute", self._count_statement)
-        self.db.on_raw_read = lambda: self.metrics.db("read")
+        self.db.on_raw_read = self.metrics.db_ops.labels(operation="read").inc
         if migrate:
             upgrade(self.db)
         self.sandbox = None

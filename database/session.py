@@ -78,6 +78,9 @@ class _PingWhenIdle:
             raise exc.DisconnectionError(f"connection failed its ping: {error}") from error
 
 
+_CURSOR_KEY = "genservice_one_row_cursor"
+
+
 class OneRowQuery:
     """A SELECT of at most one row, compiled once and run straight on a pooled driver connection.
 
@@ -99,15 +102,17 @@ class OneRowQuery:
         self.sql = str(compiled)
         self._positions = tuple(compiled.positiontup or ()) if compiled.positional else None
         self._fixed = dict(compiled.params)  # the values the statement carries itself (literals)
-        # built from the driver's column types on the first row (PostgreSQL's numeric processors need them)
+        # built from the driver's column types on the first row (PostgreSQL's numeric processors need them):
+        # (column index, processor) for the columns that have one
         self._processors: tuple | None = None
         self.statement = statement
         self._database = database
         self._postgres = dialect.name == "postgresql"
 
     def _result_processors(self, dialect, description) -> tuple:
-        return tuple(column.type.dialect_impl(dialect).result_processor(dialect, described[1])
-                     for column, described in zip(self.statement.selected_columns, description))
+        processors = (column.type.dialect_impl(dialect).result_processor(dialect, described[1])
+                      for column, described in zip(self.statement.selected_columns, description))
+        return tuple((index, processor) for index, processor in enumerate(processors) if processor)
 
     def one_or_none(self, **params) -> tuple | None:
         """The row for these bind parameters (by name, passed to the driver as they are), or None."""
@@ -125,29 +130,44 @@ class OneRowQuery:
             try:
                 if self._postgres:
                     driver.autocommit = True  # a client-side switch while the connection is idle
-                cursor = raw.cursor()
+                cursor = self._cursor(raw, driver) if self._postgres else raw.cursor()
                 cursor.execute(self.sql, arguments)
                 row = cursor.fetchone()
                 if self._processors is None:
                     self._processors = self._result_processors(dialect, cursor.description)
             except dialect.loaded_dbapi.Error as error:
+                raw.info.pop(_CURSOR_KEY, None)
                 if dialect.is_disconnect(error, driver, cursor):
                     raw.invalidate(error)
                 raise exc.DBAPIError.instance(self.sql, arguments, error, dialect.loaded_dbapi.Error,
                                               dialect=dialect) from error
             finally:
-                if cursor is not None:
-                    cursor.close()
+                if cursor is not None and not self._postgres:
+                    cursor.close()  # SQLite: a statement left open would hold its read snapshot
                 if self._postgres and raw.dbapi_connection is not None and not driver.closed:
                     driver.autocommit = False  # as the pool's other users expect it
         finally:
             raw.close()  # back to the pool
         if database.on_raw_read is not None:
             database.on_raw_read()
-        if row is None:
-            return None
-        return tuple(value if processor is None else processor(value)
-                     for processor, value in zip(self._processors, row))
+        if row is None or not self._processors:
+            return row
+        values = list(row)
+        for index, processor in self._processors:
+            values[index] = processor(values[index])
+        return tuple(values)
+
+    @staticmethod
+    def _cursor(raw, driver):
+        """The pooled PostgreSQL connection's own cursor for these reads, made once: psycopg sets up a new
+        cursor's adapters and loaders each time, which cost half as much again as the statement itself.
+        psycopg has fetched the whole result when ``execute`` returns, so the cursor holds nothing open."""
+        cached = raw.info.get(_CURSOR_KEY)
+        if cached is not None and cached[0] is driver:
+            return cached[1]
+        cursor = driver.cursor()
+        raw.info[_CURSOR_KEY] = (driver, cursor)
+        return cursor
 
 
 class Database:

@@ -27,6 +27,7 @@ class Metrics:
         self.db_ops = Counter("database_operations_total", "Database operations", ["operation"], registry=r)
         self.http = Counter("http_requests_total", "HTTP requests by route and status", ["endpoint", "status"],
                             registry=r)
+        self._http_children: dict = {}
         self.repairs = Counter("model_output_repairs_total", "Vision answers repaired: findings dropped or fields fixed",
                                ["kind"], registry=r)
         self.cost = Counter("openai_cost_usd_total", "OpenAI spending in US dollars, priced from the model registry "
@@ -37,6 +38,13 @@ class Metrics:
                                     ["setting", "model"], registry=r, multiprocess_mode="max")
         self.worker_beat = Gauge("background_worker_last_beat_seconds", "Unix time of the worker's last loop",
                                  registry=r, multiprocess_mode="max")
+
+    def http_request(self, endpoint: str, status: int) -> None:
+        # one child per route and status, looked up once (labels() takes a lock and builds a key)
+        child = self._http_children.get((endpoint, status))
+        if child is None:
+            child = self._http_children[(endpoint, status)] = self.http.labels(endpoint=endpoint, status=str(status))
+        child.inc()
 
     def openai_error(self, api: str) -> None:
         self.openai_errors.labels(api=api).inc()
