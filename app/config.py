@@ -3,7 +3,7 @@
 Each setting is one declaration below: its attribute, type, variable, default, bounds and meaning.
 pydantic-settings reads and checks them variable by variable; ``validate()`` adds the rules that span
 several. A bad value stops start-up with a ``ConfigError`` naming the variable. The README's
-configuration table is generated from these declarations (``python -m app.config``), and a test holds
+configuration table is generated from these declarations (``readme_table()``), and a test holds
 the two together. Nothing else in the service reads its settings from ``os.environ``.
 """
 from __future__ import annotations
@@ -239,7 +239,7 @@ class Settings(BaseSettings):
     @classmethod
     def settings_customise_sources(cls, settings_cls, init_settings, env_settings, dotenv_settings,
                                    file_secret_settings):
-        # from_env hands over the environment it was given; nothing else is read
+        # Settings(...) takes only what it is given; from_env is the one reader of an environment
         return (init_settings,)
 
     @property
@@ -267,7 +267,8 @@ class Settings(BaseSettings):
         development key).
         """
         try:
-            settings = cls(**_Environment(cls, os.environ if env is None else env)())
+            # validated as a model: the source above is the only one (BaseSettings() would build the others)
+            settings = cls.model_validate(_Environment(cls, os.environ if env is None else env)())
         except ValidationError as error:
             raise ConfigError("; ".join(_describe(problem) for problem in error.errors())) from None
         keys = (settings.first_shared_key,) if settings.first_shared_key else ()
