@@ -9,11 +9,13 @@ import sys
 from pathlib import Path
 
 import pytest
+import requests
 
 from app.config import ConfigError, Settings, development_settings
 from app.runtime import start_sandbox
 from database import normalize_url
 from services.metrics import Metrics
+from tests.support.processes import ProcessSet, minimal_env, start_gunicorn
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -219,3 +221,14 @@ def test_the_sandbox_is_started_as_the_settings_shape_it():
 def test_metrics_sum_the_folder_the_settings_name(tmp_path):
     assert b"generation_requests_total" in Metrics().render()
     assert b"generation_requests_total" not in Metrics(str(tmp_path)).render()  # an empty folder: nothing written
+
+
+def test_gunicorn_master_starts_one_sandbox_that_every_worker_uses(tmp_path):
+    env = minimal_env({"SHARED_KEY": KEY, **SANDBOX, "DATABASE_URL": f"sqlite:///{tmp_path / 'g.db'}",
+                       "INSTANCE_PATH": str(tmp_path / "instance"), "WORKER_ENABLED": "false",
+                       "PROMETHEUS_MULTIPROC_DIR": str(tmp_path)})
+    with ProcessSet(tmp_path / "logs") as procs:
+        server = start_gunicorn(procs, env, workers=2)
+        url = server.wait_log(r"built-in OpenAI sandbox at (http://127\.0\.0\.1:\d+/v1)", 10).group(1)
+        answers = [requests.get(f"{server.url}/health", timeout=10).json()["openai"] for _ in range(6)]
+    assert {(a["mode"], a["base_url"]) for a in answers} == {("sandbox (external)", url)}
