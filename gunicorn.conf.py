@@ -3,22 +3,30 @@
 Each worker process builds its own app after the fork, and with it its own background worker
 thread; they share the work through database leases. With OPENAI_SANDBOX=true and
 neither OPENAI_API_KEY nor OPENAI_BASE_URL, the master starts one OpenAI sandbox that every worker uses
-(without OPENAI_SANDBOX=true, a start without a key stops with a message).
+(without OPENAI_SANDBOX=true, a start without a key stops with a message). The master reads the
+settings once, here; each worker reads them again after the fork, with what the master added.
 """
 import multiprocessing
 import os
 import tempfile
 
-bind = os.environ.get("GUNICORN_BIND", f"{os.environ.get('HOST', '0.0.0.0')}:{os.environ.get('PORT', '5000')}")
-workers = int(os.environ.get("GUNICORN_WORKERS", min(4, multiprocessing.cpu_count() * 2)))
-threads = int(os.environ.get("GUNICORN_THREADS", "8"))
+from app.config import ConfigError, Settings
+
+try:
+    _settings = Settings.from_env()
+except ConfigError as _error:
+    raise SystemExit(f"configuration error: {_error}") from None
+
+bind = _settings.gunicorn_bind or _settings.listen_address()
+workers = _settings.gunicorn_workers or min(4, multiprocessing.cpu_count() * 2)
+threads = _settings.gunicorn_threads
 worker_class = "gthread"
 timeout = 300
 graceful_timeout = 30
 keepalive = 5
 preload_app = False
 # one control socket per instance: the default path is shared by every gunicorn of the host user
-control_socket = os.environ.get("GUNICORN_CONTROL_SOCKET") or os.path.join(
+control_socket = _settings.gunicorn_control_socket or os.path.join(
     tempfile.gettempdir(), f"genservice-gunicorn-{bind.replace(':', '-').replace('/', '_')}.ctl")
 accesslog = None
 errorlog = "-"
@@ -27,21 +35,16 @@ _sandbox = None
 
 
 def on_starting(server):
+    """Hand the workers (through the environment they inherit) one metrics folder and, if asked for, one sandbox."""
     global _sandbox
-    if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+    if not _settings.prometheus_multiproc_dir:
+        # set before anything imports prometheus_client, which picks its multiprocess mode on import
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="genservice-metrics-")
-    wants_sandbox = os.environ.get("OPENAI_SANDBOX", "").strip().lower() in ("1", "true", "yes", "on")
-    if wants_sandbox and not os.environ.get("OPENAI_API_KEY") and not os.environ.get("OPENAI_BASE_URL"):
-        from services.sandbox import SandboxConfig, SandboxServer
+    if _settings.openai_sandbox and _settings.uses_sandbox and not _settings.openai_base_url:
+        from app.runtime import start_sandbox
 
-        seconds = float(os.environ.get("SANDBOX_BATCH_SECONDS", "5"))
-        _sandbox = SandboxServer(SandboxConfig(
-            vision_latency=float(os.environ.get("SANDBOX_VISION_LATENCY", "0")),
-            text_latency=float(os.environ.get("SANDBOX_TEXT_LATENCY", "0")),
-            batch_validating_seconds=seconds / 5, batch_in_progress_seconds=seconds * 3 / 5,
-            batch_finalizing_seconds=seconds / 5)).start()
+        _sandbox = start_sandbox(_settings, server.log)
         os.environ["OPENAI_BASE_URL"] = _sandbox.url
-        server.log.warning("OPENAI_API_KEY is not set: all workers use the OpenAI sandbox at %s", _sandbox.url)
 
 
 def child_exit(server, worker):

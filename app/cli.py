@@ -335,19 +335,11 @@ def cmd_redeliver(args: argparse.Namespace) -> int:
 
 # ---- server commands ----------------------------------------------------------------------------
 
-def ensure_dev_key() -> None:
-    """Like `python main.py`: without SHARED_KEY, use (and create) instance/dev_shared_key."""
-    if os.environ.get("SHARED_KEY") or os.environ.get("SHARED_KEYS"):
-        return
-    import secrets
+def ensure_dev_key():
+    """The settings, as `python main.py` reads them: without SHARED_KEY, instance/dev_shared_key (made once)."""
+    from app.config import development_settings
 
-    path = instance_dir() / DEV_KEY_FILE
-    if not path.exists():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(secrets.token_urlsafe(36))
-        path.chmod(0o600)
-    os.environ["SHARED_KEY"] = path.read_text().strip()
-    print(f"SHARED_KEY is not set: using the development key stored in {path}", file=sys.stderr)
+    return development_settings()
 
 
 def gunicorn_config(given: str | None) -> Path | None:
@@ -370,9 +362,9 @@ def gunicorn_argv(args: argparse.Namespace) -> list[str]:
     else:
         argv += ["--worker-class", "gthread", "--threads", "8", "--timeout", "300", "--graceful-timeout", "30"]
     if args.host or args.port:
-        host = args.host or os.environ.get("HOST") or "0.0.0.0"
-        host = f"[{host}]" if ":" in host else host
-        argv += ["--bind", f"{host}:{args.port or os.environ.get('PORT') or 5000}"]
+        from app.config import Settings
+
+        argv += ["--bind", Settings.from_env(check=False).listen_address(args.host, args.port)]
     if args.workers:
         argv += ["--workers", str(args.workers)]
     return argv + ["app:create_app()"]
@@ -389,11 +381,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def serve_dev(args: argparse.Namespace) -> int:
-    ensure_dev_key()
+    settings = ensure_dev_key()
     from app import create_app
 
-    app = create_app()
-    settings = app.extensions["genservice"].settings
+    app = create_app(settings)
     signal.signal(signal.SIGTERM, _interrupt)
     try:
         app.run(host=args.host or settings.host, port=args.port or settings.port, threaded=True, use_reloader=False)
@@ -404,12 +395,10 @@ def serve_dev(args: argparse.Namespace) -> int:
 
 def cmd_worker(args: argparse.Namespace) -> int:
     """The background worker alone: no HTTP, stops cleanly on SIGTERM or SIGINT."""
-    ensure_dev_key()
+    settings = ensure_dev_key()
     from app import logs
-    from app.config import Settings
     from app.runtime import Runtime
 
-    settings = Settings.from_env()
     logs.configure(settings.log_level, settings.log_format)
     runtime = Runtime(settings)
     stop = threading.Event()

@@ -28,11 +28,26 @@ SANDBOX_KEY = "sandbox-key"
 SQL_OPERATIONS = {"INSERT": "create", "SELECT": "read", "UPDATE": "update", "DELETE": "delete"}
 
 
+def start_sandbox(settings: Settings, logger=log):
+    """The built-in OpenAI sandbox on 127.0.0.1, as the settings shape it: for one process (Runtime) or, started in
+    gunicorn's master, for all its workers."""
+    from services.sandbox import SandboxConfig, SandboxServer
+
+    seconds = settings.sandbox_batch_seconds
+    config = SandboxConfig(vision_latency=settings.sandbox_vision_latency, text_latency=settings.sandbox_text_latency,
+                           batch_validating_seconds=seconds / 5, batch_in_progress_seconds=seconds * 3 / 5,
+                           batch_finalizing_seconds=seconds / 5)
+    server = SandboxServer(config=config, host="127.0.0.1", port=0).start()
+    logger.warning("OPENAI_SANDBOX is on and OPENAI_API_KEY is not set: using the built-in OpenAI sandbox at %s; "
+                   "its descriptions are made up", server.url)
+    return server
+
+
 class Runtime:
     def __init__(self, settings: Settings, migrate: bool = True):
         self.settings = settings
         self.instance_id = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
-        self.metrics = Metrics()
+        self.metrics = Metrics(settings.prometheus_multiproc_dir)
         self.db = Database(normalize_url(settings.database_url, settings.instance_path))
         event.listen(self.db.engine, "after_cursor_execute", self._count_statement)
         self.db.on_raw_read = self.metrics.db_ops.labels(operation="read").inc
@@ -42,7 +57,7 @@ class Runtime:
         self.worker = None
         self.openai_base_url = settings.openai_base_url
         if settings.uses_sandbox and not settings.openai_base_url:
-            self.sandbox = self._start_sandbox()
+            self.sandbox = start_sandbox(settings)
             self.openai_base_url = self.sandbox.url
         self.ai = OpenAIGateway(
             make_client(settings.openai_api_key or SANDBOX_KEY, self.openai_base_url, settings.openai_timeout,
@@ -88,20 +103,6 @@ class Runtime:
         if not self.settings.openai_api_key:
             return "sandbox (external)"
         return "openai"
-
-    def _start_sandbox(self):
-        from services.sandbox import SandboxConfig, SandboxServer
-
-        s = self.settings
-        config = SandboxConfig(vision_latency=s.sandbox_vision_latency, text_latency=s.sandbox_text_latency,
-                               batch_validating_seconds=s.sandbox_batch_seconds / 5,
-                               batch_in_progress_seconds=s.sandbox_batch_seconds * 3 / 5,
-                               batch_finalizing_seconds=s.sandbox_batch_seconds / 5)
-        server = SandboxServer(config=config, host="127.0.0.1", port=0)
-        server.start()
-        log.warning("OPENAI_SANDBOX is on and OPENAI_API_KEY is not set: using the built-in OpenAI sandbox at %s; "
-                    "its descriptions are made up", server.url)
-        return server
 
     def start_worker(self) -> None:
         """Start this process's background worker once (safe to call again, e.g. after a fork)."""

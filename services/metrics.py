@@ -1,11 +1,10 @@
 """Prometheus metrics with the spec's names; correct across gunicorn workers.
 
-With ``PROMETHEUS_MULTIPROC_DIR`` set (gunicorn.conf.py does it), every process writes its
-values to that directory and /metrics sums them; without it, values live in this process.
+With ``PROMETHEUS_MULTIPROC_DIR`` set (gunicorn.conf.py does it; the settings hand the folder over),
+every process writes its values to that directory and /metrics sums them; without it, values live in
+this process.
 """
 from __future__ import annotations
-
-import os
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client import multiprocess
@@ -14,7 +13,8 @@ CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
 
 class Metrics:
-    def __init__(self):
+    def __init__(self, multiproc_dir: str | None = None):
+        self.multiproc_dir = multiproc_dir
         self.registry = CollectorRegistry(auto_describe=True)
         r = self.registry
         self.requests = Counter("generation_requests_total", "Generation requests accepted", ["mode"], registry=r)
@@ -62,8 +62,8 @@ class Metrics:
         self.db_ops.labels(operation=operation).inc(count)
 
     def render(self) -> bytes:
-        if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        if self.multiproc_dir:
             registry = CollectorRegistry()
-            multiprocess.MultiProcessCollector(registry)
+            multiprocess.MultiProcessCollector(registry, path=self.multiproc_dir)
             return generate_latest(registry)
         return generate_latest(self.registry)
