@@ -20,9 +20,11 @@ from app import cli
 from database import Database, normalize_url
 from database.models import WorkerHeartbeat
 from tests.conftest import base_config
+from tests.support.blocked import MARKER as BLOCKED
 from tests.support.client import TEST_KEY, Api, body_signature, header_signature, lot
 
 ROOT = Path(__file__).resolve().parent.parent
+WEB_SIDE = "flask,werkzeug,jinja2,flask_limiter,app.api,app.web,app.dashboard,app.health,app.limits,app.errors"
 WRONG_KEY = "a-wrong-key-that-is-long-enough-0123456789"
 
 
@@ -98,7 +100,8 @@ class Lines:
     def __init__(self, stream):
         self.lines: list[str] = []
         self._changed = threading.Condition()
-        threading.Thread(target=self._read, args=(stream,), daemon=True).start()
+        self.reader = threading.Thread(target=self._read, args=(stream,), daemon=True)
+        self.reader.start()
 
     def _read(self, stream) -> None:
         for line in stream:
@@ -375,16 +378,21 @@ def test_worker_command_finishes_jobs_and_stops_on_sigterm(make_live, database_u
     api = Api(make_live(WORKER_ENABLED="false").url)
     job_id = api.generate([lot(f"w-{i}", [image_server.url(f"/img/{i}.jpg")]) for i in range(2)]).json()["job_id"]
     env = service_env(database_url, sandbox.url, tmp_path / "worker")
-    worker = subprocess.Popen([sys.executable, "-m", "app.cli", "worker"], cwd=ROOT, env=env,
-                              stderr=subprocess.PIPE, text=True)
+    # the worker process runs without HTTP: Flask and the web modules cannot even be imported in it
+    worker = subprocess.Popen([sys.executable, "-I", str(ROOT / "tests" / "support" / "blocked.py"), WEB_SIDE,
+                               "-m", "genclient.cli", "worker"], cwd=ROOT, env=env, stderr=subprocess.PIPE, text=True)
     output = Lines(worker.stderr)
     try:
         output.wait_for("stop with SIGTERM")
         assert api.wait_status(job_id, timeout=60)["status"] == "completed"
         assert heartbeats_of(database_url, worker.pid) == 1
+        worker.send_signal(signal.SIGTERM)
+        worker.wait(30)
+        output.reader.join(10)
     finally:
         code = stop(worker)
     assert code == 0, "".join(output.lines)
+    assert not [line for line in output.lines if BLOCKED in line], "".join(output.lines)
     assert heartbeats_of(database_url, worker.pid) == 0, "a clean stop removes the worker's heartbeat"
 
 
