@@ -5,11 +5,9 @@ import csv
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import threading
-import time
 from pathlib import Path
 
 import pytest
@@ -22,6 +20,7 @@ from database.models import WorkerHeartbeat
 from tests.conftest import base_config
 from tests.support.blocked import MARKER as BLOCKED
 from tests.support.client import TEST_KEY, Api, body_signature, header_signature, lot
+from tests.support.common import free_port, wait_until
 
 ROOT = Path(__file__).resolve().parent.parent
 WEB_SIDE = "flask,werkzeug,jinja2,flask_limiter,app.api,app.web,app.dashboard,app.health,app.limits,app.errors"
@@ -59,25 +58,17 @@ def write_csv(path: Path, rows: list[dict]) -> Path:
     return path
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def wait_for_health(url: str, process: subprocess.Popen, timeout: float = 60.0) -> requests.Response:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+    def healthy() -> requests.Response | None:
         if process.poll() is not None:
             raise AssertionError(f"server exited with {process.returncode}: {process.stderr.read()}")
         try:
             answer = requests.get(f"{url}/health", timeout=2)
-            if answer.status_code == 200:
-                return answer
         except requests.RequestException:
-            pass
-        time.sleep(0.2)
-    raise AssertionError(f"{url}/health did not answer 200 within {timeout} s")
+            return None
+        return answer if answer.status_code == 200 else None
+
+    return wait_until(healthy, timeout, f"{url}/health to answer 200", interval=0.2)
 
 
 def stop(process: subprocess.Popen, signum: int = signal.SIGTERM, timeout: float = 30.0) -> int:
@@ -347,14 +338,13 @@ def test_deliveries_and_redeliver_commands(live, image_server, receiver, capsys)
     api.wait_status(job_id)
     receiver.wait_for(1)
     common = ("--url", live.url, "--key", TEST_KEY)
-    deadline = time.monotonic() + 20
-    while True:
+
+    def delivered() -> list[dict] | None:
         assert run("deliveries", job_id, *common) == 0
-        deliveries = json.loads(capsys.readouterr().out)["deliveries"]
-        if deliveries and deliveries[0]["status"] == "delivered":
-            break
-        assert time.monotonic() < deadline, deliveries
-        time.sleep(0.05)
+        listed = json.loads(capsys.readouterr().out)["deliveries"]
+        return listed if listed and listed[0]["status"] == "delivered" else None
+
+    deliveries = wait_until(delivered, 20, "the first delivery to be delivered")
     assert run("redeliver", deliveries[0]["id"], *common) == 0
     assert json.loads(capsys.readouterr().out)["status"] == "pending"
     receiver.wait_for(2)

@@ -6,7 +6,6 @@ import json
 import subprocess
 import sys
 import threading
-import time
 from datetime import datetime, timedelta, timezone
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -15,7 +14,8 @@ import pytest
 
 from genclient import ApiError, GenerationClient, WaitTimeout, canonical_lots, make_lot, sign_lots
 from tests.support.blocked import MARKER as BLOCKED
-from tests.support.client import TEST_KEY, body_signature, header_signature
+from tests.support.client import TEST_KEY, body_signature, header_signature, photo_lots
+from tests.support.common import wait_until
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -31,7 +31,7 @@ def photos(image_server, name: str, count: int = 2) -> list[str]:
 
 
 def batch_lots(image_server, prefix: str, count: int = 2):
-    return [make_lot(f"{prefix}-{i}", photos(image_server, f"{prefix}{i}"), f"car {i}") for i in range(count)]
+    return photo_lots(image_server, count, prefix, info="car {i}")
 
 
 # ---- signing and packaging ----------------------------------------------------------------------
@@ -228,10 +228,8 @@ def test_webhook_deliveries_are_listed_and_redelivered(make_live, image_server, 
     job_id = client.create_batch(lots)["job_id"]
     client.wait(job_id, poll_interval=0.05, timeout=60)
     receiver.wait_for(2)
-    deadline = time.monotonic() + 20
-    while {d["status"] for d in client.webhook_deliveries(job_id)["deliveries"]} != {"delivered"}:
-        assert time.monotonic() < deadline, client.webhook_deliveries(job_id)
-        time.sleep(0.05)
+    wait_until(lambda: {d["status"] for d in client.webhook_deliveries(job_id)["deliveries"]} == {"delivered"}, 20,
+               lambda: f"every delivery delivered: {client.webhook_deliveries(job_id)}")
     listing = client.webhook_deliveries(job_id)
     assert {d["webhook_url"] for d in listing["deliveries"]} == {first, second}
     page = client.webhook_deliveries(job_id, limit=1, offset=1)
