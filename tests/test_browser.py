@@ -17,7 +17,7 @@ import pytest
 import requests
 
 from tests.support.client import Api, lot
-from tests.support.common import free_port
+from tests.support.common import free_port, wait_until
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMEDRIVER = shutil.which("chromedriver") or "/usr/bin/chromedriver"
@@ -137,10 +137,7 @@ class Browser:
 
 
 def eventually(check, timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        assert time.monotonic() < deadline, "the page did not change in time"
-        time.sleep(0.2)
+    wait_until(check, timeout, "the page to change", interval=0.2)
 
 
 @pytest.fixture

@@ -90,6 +90,7 @@ class Lines:
 
     def __init__(self, stream):
         self.lines: list[str] = []
+        self.ended = False
         self._changed = threading.Condition()
         self.reader = threading.Thread(target=self._read, args=(stream,), daemon=True)
         self.reader.start()
@@ -99,12 +100,16 @@ class Lines:
             with self._changed:
                 self.lines.append(line)
                 self._changed.notify_all()
+        with self._changed:
+            self.ended = True  # the process closed its output (it exited): stop waiting
+            self._changed.notify_all()
 
     def wait_for(self, text: str, timeout: float = 60.0) -> str:
         with self._changed:
-            found = self._changed.wait_for(lambda: any(text in line for line in self.lines), timeout)
-        assert found, f"no line with {text!r} in {timeout} s: {''.join(self.lines)}"
-        return next(line for line in self.lines if text in line)
+            self._changed.wait_for(lambda: self.ended or any(text in line for line in self.lines), timeout)
+        found = next((line for line in self.lines if text in line), None)
+        assert found is not None, f"no line with {text!r} in {timeout} s: {''.join(self.lines)}"
+        return found
 
 
 def heartbeats_of(database_url: str, pid: int) -> int:
