@@ -2,15 +2,25 @@
 from __future__ import annotations
 
 import logging
-from typing import Any, Mapping
-
-from flask import Flask
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Mapping
 
 from app.config import VERSION, Settings
+
+if TYPE_CHECKING:
+    from flask import Flask
+
+# The templates are the top-level templates/ in a checkout; an installed wheel carries them as
+# package data in app/templates (pyproject.toml maps one onto the other). Flask is imported only by
+# create_app, so the worker process and the client package can import app.* without loading it.
+_HERE = Path(__file__).resolve().parent
+TEMPLATES = _HERE / "templates" if (_HERE / "templates").is_dir() else _HERE.parent / "templates"
 
 
 def create_app(test_config: Mapping[str, Any] | Settings | None = None, *, start_worker: bool | None = None) -> Flask:
     """Build the app. ``test_config`` is a Settings object or a mapping of environment-style overrides."""
+    from flask import Flask
+
     from app import api, dashboard, errors, health, limits, logs, web
     from app.runtime import Runtime
 
@@ -24,7 +34,7 @@ def create_app(test_config: Mapping[str, Any] | Settings | None = None, *, start
         settings = Settings.from_env(env)
 
     logs.configure(settings.log_level, settings.log_format)
-    app = Flask(__name__, template_folder="../templates", instance_path=settings.instance_path)
+    app = Flask(__name__, template_folder=str(TEMPLATES), instance_path=settings.instance_path)
     app.config.update(
         SECRET_KEY=settings.session_secret or None,
         MAX_CONTENT_LENGTH=settings.max_content_length,

@@ -4,10 +4,13 @@ from __future__ import annotations
 import json
 import logging
 import re
+import sys
 import time
 import uuid
+from typing import TYPE_CHECKING
 
-from flask import Flask, g, has_request_context, request
+if TYPE_CHECKING:
+    from flask import Flask
 
 _SAFE_ID = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")
 
@@ -51,8 +54,13 @@ def _indented(text: str) -> str:
 
 
 class RequestIdFilter(logging.Filter):
+    """The request id of the request being served; Flask is not imported for it (the worker process
+    never loads Flask, and where Flask is not loaded there is no request either)."""
+
     def filter(self, record: logging.LogRecord) -> bool:
-        record.request_id = getattr(g, "request_id", "-") if has_request_context() else "-"
+        flask = sys.modules.get("flask")
+        serving = flask is not None and flask.has_request_context()
+        record.request_id = getattr(flask.g, "request_id", "-") if serving else "-"
         return True
 
 
@@ -91,6 +99,7 @@ def configure(level: str, fmt: str) -> None:
 
 
 def init_app(app: Flask) -> None:
+    from flask import g, request
     from werkzeug.middleware.proxy_fix import ProxyFix
 
     hops = app.extensions["genservice"].settings.trusted_proxy_hops

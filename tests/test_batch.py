@@ -5,12 +5,12 @@ import json
 
 import pytest
 
-from tests.support.client import Api, header_signature, lot
+from tests.support.client import CAMRY, Api, header_signature, photo_lots
+from tests.support.common import wait_until
 
 
 def _lots(image_server, count: int, webhook: str | None = None, prefix: str = "b"):
-    return [lot(f"{prefix}-{i}", [image_server.url(f"/img/{prefix}{i}-1.jpg"), image_server.url(f"/img/{prefix}{i}-2.jpg")],
-                webhook=webhook) for i in range(count)]
+    return photo_lots(image_server, count, prefix, photos=(1, 2), info=CAMRY, webhook=webhook)
 
 
 def test_whole_job_completes_with_every_language(api: Api, image_server):
@@ -64,20 +64,15 @@ def test_cancel_while_processing_cancels_openai_batch(make_live, image_server, s
     sandbox.configure(batch_in_progress_seconds=60)
     api = Api(make_live().url)
     job_id = api.generate(_lots(image_server, 3)).json()["job_id"]
-    import time
-    deadline = time.monotonic() + 20
-    while not api.status(job_id).json()["processing_details"]["openai_vision_batch_id"]:
-        assert time.monotonic() < deadline
-        time.sleep(0.1)
+    wait_until(lambda: api.status(job_id).json()["processing_details"]["openai_vision_batch_id"], 20,
+               "the vision batch to be created", interval=0.1)
     answer = api.cancel(job_id)
     assert answer.status_code == 200 and answer.json()["status"] == "cancelled"
     batch_id = api.status(job_id).json()["openai_vision_batch_id"]
     import openai
     client = openai.OpenAI(api_key="x", base_url=sandbox.url)
-    deadline = time.monotonic() + 20
-    while client.batches.retrieve(batch_id).status not in ("cancelling", "cancelled"):
-        assert time.monotonic() < deadline, "the OpenAI batch was not cancelled"
-        time.sleep(0.1)
+    wait_until(lambda: client.batches.retrieve(batch_id).status in ("cancelling", "cancelled"), 20,
+               "the OpenAI batch to be cancelled", interval=0.1)
     progress = api.status(job_id).json()["progress"]
     assert progress["processed_lots"] + progress["failed_lots"] == progress["total_lots"] == 3
     assert progress["failed_lots"] == 3, "a cancelled lot was counted as both processed and failed"

@@ -9,7 +9,6 @@ from __future__ import annotations
 import base64
 import os
 import shutil
-import socket
 import subprocess
 import time
 from pathlib import Path
@@ -18,6 +17,7 @@ import pytest
 import requests
 
 from tests.support.client import Api, lot
+from tests.support.common import free_port, wait_until
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMEDRIVER = shutil.which("chromedriver") or "/usr/bin/chromedriver"
@@ -31,19 +31,13 @@ STAGE_SECONDS = 12  # how long each sandbox batch stays in progress while the br
 pytestmark = pytest.mark.parametrize("engine_name", ["postgresql"])
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def chromedriver():
     if not os.path.exists(CHROMIUM):
         pytest.skip(f"{CHROMIUM} is not installed (apt-get install chromium chromium-driver)")
     if not os.path.exists(CHROMEDRIVER):
         pytest.skip("chromedriver is not installed (apt-get install chromium-driver)")
-    port = _free_port()
+    port = free_port()
     process = subprocess.Popen([CHROMEDRIVER, f"--port={port}", "--allowed-ips=127.0.0.1"],
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     url = f"http://127.0.0.1:{port}"
@@ -143,10 +137,7 @@ class Browser:
 
 
 def eventually(check, timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        assert time.monotonic() < deadline, "the page did not change in time"
-        time.sleep(0.2)
+    wait_until(check, timeout, "the page to change", interval=0.2)
 
 
 @pytest.fixture

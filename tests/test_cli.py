@@ -5,11 +5,9 @@ import csv
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import threading
-import time
 from pathlib import Path
 
 import pytest
@@ -20,9 +18,12 @@ from app import cli
 from database import Database, normalize_url
 from database.models import WorkerHeartbeat
 from tests.conftest import base_config
+from tests.support.blocked import MARKER as BLOCKED
 from tests.support.client import TEST_KEY, Api, body_signature, header_signature, lot
+from tests.support.common import free_port, wait_until
 
 ROOT = Path(__file__).resolve().parent.parent
+WEB_SIDE = "flask,werkzeug,jinja2,flask_limiter,app.api,app.web,app.dashboard,app.health,app.limits,app.errors"
 WRONG_KEY = "a-wrong-key-that-is-long-enough-0123456789"
 
 
@@ -57,25 +58,17 @@ def write_csv(path: Path, rows: list[dict]) -> Path:
     return path
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def wait_for_health(url: str, process: subprocess.Popen, timeout: float = 60.0) -> requests.Response:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+    def healthy() -> requests.Response | None:
         if process.poll() is not None:
             raise AssertionError(f"server exited with {process.returncode}: {process.stderr.read()}")
         try:
             answer = requests.get(f"{url}/health", timeout=2)
-            if answer.status_code == 200:
-                return answer
         except requests.RequestException:
-            pass
-        time.sleep(0.2)
-    raise AssertionError(f"{url}/health did not answer 200 within {timeout} s")
+            return None
+        return answer if answer.status_code == 200 else None
+
+    return wait_until(healthy, timeout, f"{url}/health to answer 200", interval=0.2)
 
 
 def stop(process: subprocess.Popen, signum: int = signal.SIGTERM, timeout: float = 30.0) -> int:
@@ -97,20 +90,26 @@ class Lines:
 
     def __init__(self, stream):
         self.lines: list[str] = []
+        self.ended = False
         self._changed = threading.Condition()
-        threading.Thread(target=self._read, args=(stream,), daemon=True).start()
+        self.reader = threading.Thread(target=self._read, args=(stream,), daemon=True)
+        self.reader.start()
 
     def _read(self, stream) -> None:
         for line in stream:
             with self._changed:
                 self.lines.append(line)
                 self._changed.notify_all()
+        with self._changed:
+            self.ended = True  # the process closed its output (it exited): stop waiting
+            self._changed.notify_all()
 
     def wait_for(self, text: str, timeout: float = 60.0) -> str:
         with self._changed:
-            found = self._changed.wait_for(lambda: any(text in line for line in self.lines), timeout)
-        assert found, f"no line with {text!r} in {timeout} s: {''.join(self.lines)}"
-        return next(line for line in self.lines if text in line)
+            self._changed.wait_for(lambda: self.ended or any(text in line for line in self.lines), timeout)
+        found = next((line for line in self.lines if text in line), None)
+        assert found is not None, f"no line with {text!r} in {timeout} s: {''.join(self.lines)}"
+        return found
 
 
 def heartbeats_of(database_url: str, pid: int) -> int:
@@ -344,14 +343,13 @@ def test_deliveries_and_redeliver_commands(live, image_server, receiver, capsys)
     api.wait_status(job_id)
     receiver.wait_for(1)
     common = ("--url", live.url, "--key", TEST_KEY)
-    deadline = time.monotonic() + 20
-    while True:
+
+    def delivered() -> list[dict] | None:
         assert run("deliveries", job_id, *common) == 0
-        deliveries = json.loads(capsys.readouterr().out)["deliveries"]
-        if deliveries and deliveries[0]["status"] == "delivered":
-            break
-        assert time.monotonic() < deadline, deliveries
-        time.sleep(0.05)
+        listed = json.loads(capsys.readouterr().out)["deliveries"]
+        return listed if listed and listed[0]["status"] == "delivered" else None
+
+    deliveries = wait_until(delivered, 20, "the first delivery to be delivered")
     assert run("redeliver", deliveries[0]["id"], *common) == 0
     assert json.loads(capsys.readouterr().out)["status"] == "pending"
     receiver.wait_for(2)
@@ -375,16 +373,21 @@ def test_worker_command_finishes_jobs_and_stops_on_sigterm(make_live, database_u
     api = Api(make_live(WORKER_ENABLED="false").url)
     job_id = api.generate([lot(f"w-{i}", [image_server.url(f"/img/{i}.jpg")]) for i in range(2)]).json()["job_id"]
     env = service_env(database_url, sandbox.url, tmp_path / "worker")
-    worker = subprocess.Popen([sys.executable, "-m", "app.cli", "worker"], cwd=ROOT, env=env,
-                              stderr=subprocess.PIPE, text=True)
+    # the worker process runs without HTTP: Flask and the web modules cannot even be imported in it
+    worker = subprocess.Popen([sys.executable, "-I", str(ROOT / "tests" / "support" / "blocked.py"), WEB_SIDE,
+                               "-m", "genclient.cli", "worker"], cwd=ROOT, env=env, stderr=subprocess.PIPE, text=True)
     output = Lines(worker.stderr)
     try:
         output.wait_for("stop with SIGTERM")
         assert api.wait_status(job_id, timeout=60)["status"] == "completed"
         assert heartbeats_of(database_url, worker.pid) == 1
+        worker.send_signal(signal.SIGTERM)
+        worker.wait(30)
+        output.reader.join(10)
     finally:
         code = stop(worker)
     assert code == 0, "".join(output.lines)
+    assert not [line for line in output.lines if BLOCKED in line], "".join(output.lines)
     assert heartbeats_of(database_url, worker.pid) == 0, "a clean stop removes the worker's heartbeat"
 
 

@@ -1,19 +1,21 @@
-"""The Python client (app.client) against a live server, and its request shapes against a stub."""
+"""The Python client (genclient) against a live server, and its request shapes against a stub."""
 from __future__ import annotations
 
+import csv
 import json
 import subprocess
 import sys
 import threading
-import time
 from datetime import datetime, timedelta, timezone
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
 
-from app.client import ApiError, GenerationClient, WaitTimeout, canonical_lots, make_lot, sign_lots
-from tests.support.client import TEST_KEY, body_signature, header_signature
+from genclient import ApiError, GenerationClient, WaitTimeout, canonical_lots, make_lot, sign_lots
+from tests.support.blocked import MARKER as BLOCKED
+from tests.support.client import TEST_KEY, body_signature, header_signature, photo_lots
+from tests.support.common import wait_until
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -29,7 +31,7 @@ def photos(image_server, name: str, count: int = 2) -> list[str]:
 
 
 def batch_lots(image_server, prefix: str, count: int = 2):
-    return [make_lot(f"{prefix}-{i}", photos(image_server, f"{prefix}{i}"), f"car {i}") for i in range(count)]
+    return photo_lots(image_server, count, prefix, info="car {i}")
 
 
 # ---- signing and packaging ----------------------------------------------------------------------
@@ -40,15 +42,49 @@ def test_lot_signature_is_the_spec_recipe_including_non_ascii_text():
     assert canonical_lots(lots) == json.dumps(lots, separators=(",", ":"), sort_keys=True)
 
 
-def test_client_module_loads_on_its_own_without_flask():
-    code = ("import importlib.util, sys\n"
-            f"spec = importlib.util.spec_from_file_location('genclient', {str(ROOT / 'app' / 'client.py')!r})\n"
-            "module = importlib.util.module_from_spec(spec); spec.loader.exec_module(module)\n"
-            "assert 'flask' not in sys.modules, 'flask was imported'\n"
-            "print(module.GenerationClient.__name__)")
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
-    assert done.returncode == 0, done.stderr
-    assert done.stdout.strip() == "GenerationClient"
+SERVER_SIDE = "flask,werkzeug,jinja2,sqlalchemy,app,services,database,workers"
+
+
+def run_without_server(*argv: str, cwd: Path) -> subprocess.CompletedProcess:
+    """A fresh interpreter (-I: no cwd or PYTHONPATH on sys.path) in which Flask and the server's packages
+    cannot be imported; genclient comes from the project's installation."""
+    return subprocess.run([sys.executable, "-I", str(ROOT / "tests" / "support" / "blocked.py"), SERVER_SIDE, *argv],
+                          cwd=cwd, capture_output=True, text=True, timeout=120)
+
+
+def test_client_package_calls_the_service_where_flask_and_the_server_cannot_be_imported(live, image_server,
+                                                                                        tmp_path):
+    lots = batch_lots(image_server, "bare", 2)
+    (tmp_path / "lots.json").write_text(json.dumps({"lots": lots, "languages": ["en", "de"]}), encoding="utf-8")
+    submitted = run_without_server("-m", "genclient.cli", "submit", "lots.json", "--wait", "--out", "out.csv",
+                                   "--poll-interval", "0.05", "--key", TEST_KEY, "--url", live.url, cwd=tmp_path)
+    assert submitted.returncode == 0, submitted.stderr
+    assert BLOCKED not in submitted.stderr
+    with open(tmp_path / "out.csv", newline="", encoding="utf-8") as fh:
+        rows = list(csv.DictReader(fh))
+    assert sorted((row["lot_id"], row["language"], row["status"]) for row in rows) == [
+        (lot["lot_id"], language, "completed") for lot in lots for language in ("de", "en")]
+    assert all(row["damages"] for row in rows)
+    code = ("import sys, genclient\n"
+            "with genclient.GenerationClient(sys.argv[1], sys.argv[2]) as client:\n"
+            "    print(client.list_jobs(status='completed')['pagination']['total'])")
+    listed = run_without_server("-c", code, TEST_KEY, live.url, cwd=tmp_path)
+    assert listed.returncode == 0, listed.stderr
+    assert BLOCKED not in listed.stderr and int(listed.stdout) >= 1
+
+
+def test_blocked_imports_are_refused_and_reported(tmp_path):
+    """The check above can fail: code that imports the server in that interpreter is refused and named."""
+    done = run_without_server("-c", "import app.client", cwd=tmp_path)
+    assert done.returncode != 0 and "ModuleNotFoundError" in done.stderr
+    assert f"{BLOCKED} app" in done.stderr
+
+
+def test_the_old_import_path_is_the_same_client():
+    import app.client
+    import genclient
+
+    assert app.client.GenerationClient is genclient.GenerationClient and app.client.sign is genclient.sign
 
 
 def test_create_batch_refuses_a_single_lot_before_any_request():
@@ -185,8 +221,6 @@ def test_errors_carry_status_code_message_and_details(live, image_server):
 
 def test_webhook_deliveries_are_listed_and_redelivered(make_live, image_server, receiver):
     live = make_live()
-    if "api.webhook_deliveries" not in live.app.view_functions:
-        pytest.skip("the webhook-deliveries routes are not in this build")
     client = GenerationClient(TEST_KEY, live.url)
     first, second = receiver.url("/first"), receiver.url("/second")
     lots = [make_lot("hook-0", photos(image_server, "hook0"), webhook=first),
@@ -194,10 +228,8 @@ def test_webhook_deliveries_are_listed_and_redelivered(make_live, image_server, 
     job_id = client.create_batch(lots)["job_id"]
     client.wait(job_id, poll_interval=0.05, timeout=60)
     receiver.wait_for(2)
-    deadline = time.monotonic() + 20
-    while {d["status"] for d in client.webhook_deliveries(job_id)["deliveries"]} != {"delivered"}:
-        assert time.monotonic() < deadline, client.webhook_deliveries(job_id)
-        time.sleep(0.05)
+    wait_until(lambda: {d["status"] for d in client.webhook_deliveries(job_id)["deliveries"]} == {"delivered"}, 20,
+               lambda: f"every delivery delivered: {client.webhook_deliveries(job_id)}")
     listing = client.webhook_deliveries(job_id)
     assert {d["webhook_url"] for d in listing["deliveries"]} == {first, second}
     page = client.webhook_deliveries(job_id, limit=1, offset=1)

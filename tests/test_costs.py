@@ -10,12 +10,11 @@ import requests
 from app.cli import main as cli_main
 from services.costs import seconds_to_next_day
 from services.models import registry
-from tests.support.client import TEST_KEY, Api, body_signature, lot
+from tests.support.client import CAMRY, TEST_KEY, Api, body_signature, photo_lots
 
 
 def _lots(image_server, count: int, prefix: str = "c"):
-    return [lot(f"{prefix}-{i}", [image_server.url(f"/img/{prefix}{i}-1.jpg"), image_server.url(f"/img/{prefix}{i}-2.jpg")])
-            for i in range(count)]
+    return photo_lots(image_server, count, prefix, photos=(1, 2), info=CAMRY)
 
 
 def _estimate(api: Api, lots, languages=("en", "de")):

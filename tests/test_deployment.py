@@ -9,7 +9,6 @@ import fnmatch
 import re
 import shlex
 import shutil
-import socket
 import subprocess
 import time
 from pathlib import Path
@@ -19,6 +18,7 @@ import requests
 import yaml
 
 from app.config import Settings
+from tests.support.common import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 NGINX = shutil.which("nginx") or next((p for p in ("/usr/sbin/nginx", "/usr/local/sbin/nginx") if Path(p).exists()),
@@ -201,12 +201,6 @@ def test_nginx_accepts_the_tls_server_block_with_certificates(tmp_path):
     nginx_copy(tmp_path, "127.0.0.1:5000", tls=certs)
     checked = nginx_test(tmp_path)
     assert checked.returncode == 0, checked.stderr
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @pytest.fixture

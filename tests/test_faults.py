@@ -14,7 +14,7 @@ from urllib.parse import urlsplit
 import psycopg
 import pytest
 
-from tests.support.client import Api, header_signature, lot
+from tests.support.client import Api, header_signature, photo_lots
 from tests.support.processes import http_status, wait_for
 from tests.support.tcp_proxy import TcpProxy
 
@@ -28,8 +28,7 @@ def database_url(pg_database_url) -> str:
 
 
 def _lots(image_server, count: int, prefix: str, webhook: str | None = None) -> list[dict]:
-    return [lot(f"{prefix}-{i}", [image_server.url(f"/img/{prefix}{i}-{n}.jpg") for n in range(2)],
-                info=f"lot {prefix}-{i}: scrape on panel {i}", webhook=webhook) for i in range(count)]
+    return photo_lots(image_server, count, prefix, info="lot {prefix}-{i}: scrape on panel {i}", webhook=webhook)
 
 
 def _query(url: str, sql: str, params=()) -> list[tuple]:

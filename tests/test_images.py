@@ -10,6 +10,7 @@ import pytest
 
 from services.images import ImageChecker, required_images
 from services.netguard import OutboundPolicy
+from tests.support.common import free_port, wait_until
 from tests.support.image_server import BIG_SIZE, SMALL_SIZE, ImageServer
 
 POLICY = OutboundPolicy(allow_private=True, allowed_hosts=("127.0.0.1", "localhost", "::1"))
@@ -108,9 +109,7 @@ def test_refused_url_produces_no_traffic(server):
 
 
 def test_closed_port_is_connection_refused(checker):
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+    port = free_port()  # nothing listens there
     check = checker.check_one(f"http://127.0.0.1:{port}/a.jpg")
     assert (check.ok, check.reason) == (False, "connection refused")
 
@@ -183,15 +182,6 @@ def test_required_images(total, ratio, expected):
 
 # ---- deadlines and per-host caps ---------------------------------------------------------------
 
-def wait_until(condition, timeout: float = 10.0) -> bool:
-    end = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > end:
-            return False
-        time.sleep(0.05)
-    return True
-
-
 def test_host_dripping_a_byte_a_second_is_cut_at_the_deadline_while_other_hosts_are_checked():
     with ImageServer() as drip, ImageServer() as other:
         dripping = [drip.url(f"/drip/1/slow-{n}.jpg") for n in range(2)]
@@ -201,7 +191,7 @@ def test_host_dripping_a_byte_a_second_is_cut_at_the_deadline_while_other_hosts_
         assert [check.reason for check in slow_lot.checks] == ["timeout", "timeout"]
         assert good_lot.valid_urls == fine
         # each dripping answer (~100 bytes at one a second) was abandoned long before its end
-        assert wait_until(lambda: drip.cut == 2), f"the client did not hang up ({drip.cut} of 2 cut)"
+        wait_until(lambda: drip.cut == 2, 10, lambda: f"the client to hang up ({drip.cut} of 2 cut)")
 
 
 def test_dripping_redirect_chain_shares_one_deadline(server):

@@ -12,7 +12,6 @@ import itertools
 import json
 import os
 import signal
-import socket
 from dataclasses import dataclass, field
 
 import openai
@@ -24,18 +23,13 @@ from services.jobs import cancel_job
 from tests.support.batches import (assert_no_batch_created_twice, assert_one_result_per_language, distinct_lots,
                                    job_row, open_db, shards, wait_until)
 from tests.support.client import TEST_KEY, Api, lot
+from tests.support.common import free_port
 from tests.support.processes import PYTHON, ProcessSet, ServerProcess, scratch_database, service_env, start_sandbox
 
 EN_DE = ["en", "de"]
 LEASE_SECONDS = 2
 CRASH_STATUS = 137
 SERVICE_NUMBERS = itertools.count()  # one log file per service process of the module
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @dataclass
@@ -69,7 +63,7 @@ class Harness:
         return self.stack.db
 
     def start(self, crash_after: str | None = None) -> Service:
-        port = _free_port()
+        port = free_port()
         settings = dict(PORT=port, WORKER_POLL_INTERVAL=0.2, WORKER_LEASE_SECONDS=LEASE_SECONDS, IMAGE_TIMEOUT=5,
                         OPENAI_MAX_RETRIES=0)
         if crash_after:

@@ -1,7 +1,6 @@
 """Rate limits: the 101st sync request inside the window gets 429 with Retry-After; polling likewise."""
 from __future__ import annotations
 
-import socket
 import uuid
 
 import pytest
@@ -12,6 +11,7 @@ from limits.storage import RedisStorage
 from app.limits import ProcessSlidingWindows, SharedSlidingWindows
 
 from tests.support.client import Api, header_signature, lot
+from tests.support.common import free_port
 
 
 def test_101st_sync_request_in_the_window_is_429(make_live):
@@ -58,9 +58,7 @@ def test_polling_limit(make_live):
 
 def test_polling_is_answered_when_the_limit_storage_is_unreachable(make_live):
     """A rate-limit store that is down (Redis on a closed loopback port) must not take polling down."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]  # nothing listens there once the socket is closed
+    port = free_port()  # nothing listens there
     live = make_live(RATELIMIT_ENABLED="true", RATE_LIMIT_POLLING="1/minute",
                      RATELIMIT_STORAGE_URI=f"redis://127.0.0.1:{port}")
     job_id = "00000000-0000-0000-0000-000000000000"

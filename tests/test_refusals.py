@@ -15,13 +15,13 @@ from app.config import ConfigError
 from services.clock import utcnow
 from services.models import EFFORTS, registry
 from services.prompts import translation_request, vision_request
-from tests.support.client import Api, lot
+from tests.support.client import CAMRY, Api, photo_lots
 
 TODAY = utcnow().date()
 
 
 def _lots(image_server, count: int, prefix: str):
-    return [lot(f"{prefix}-{i}", [image_server.url(f"/img/{prefix}{i}-front.jpg")]) for i in range(count)]
+    return photo_lots(image_server, count, prefix, photos=("front",), info=CAMRY)
 
 
 def test_the_default_configuration_completes_sync_and_batch_with_nothing_refused(api: Api, sandbox, image_server):

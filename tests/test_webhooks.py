@@ -29,6 +29,7 @@ from services import webhooks
 from services.clock import utcnow
 from tests.conftest import base_config
 from tests.support.client import TEST_KEY, Api, header_signature, lot
+from tests.support.common import wait_until
 from tests.support.receiver import WebhookReceiver, closed_port_url
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -72,16 +73,6 @@ def standard_recipe_accepts(body: bytes, headers: dict, secret: str) -> bool:
 
 def runtime_of(app):
     return app.extensions["genservice"]
-
-
-def eventually(condition, timeout: float = 20.0, what: str = "condition"):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = condition()
-        if value:
-            return value
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.05)
 
 
 def seed_ended_job(rt, lots, status: str = "completed", languages=("en",), damages: str = "<p>dent {lot} {lang}</p>"):
@@ -138,7 +129,7 @@ def settled(app, job_id: str, count: int | None = None, timeout: float = 20.0) -
         found = deliveries_of(app, job_id)
         ok = found and all(d["status"] != "pending" for d in found) and (count is None or len(found) == count)
         return found if ok else None
-    return eventually(done, timeout, f"the deliveries of job {job_id} to settle")
+    return wait_until(done, timeout, f"the deliveries of job {job_id} to settle")
 
 
 def redeliver(app, delivery_id, signed_as=None):
@@ -439,7 +430,7 @@ def test_attempts_in_flight_never_exceed_the_pool(make_app, receiver, second_rec
     app = make_app(WEBHOOK_CONCURRENCY=4)
     job_id = seed_ended_job(runtime_of(app), [(f"q-{i}-{n}", server.url(f"/q{i}")) for i in range(3)
                                               for n, server in enumerate((receiver, second_receiver))])
-    eventually(lambda: len(receiver.received) + len(second_receiver.received) >= 4, what="4 attempts")
+    wait_until(lambda: len(receiver.received) + len(second_receiver.received) >= 4, 20, "4 attempts")
     time.sleep(0.5)
     assert len(receiver.received) + len(second_receiver.received) == 4
     receiver.behaviour.hold.set()
@@ -474,7 +465,7 @@ def test_receiver_dripping_its_answer_is_cut_at_the_deadline_while_others_are_de
     assert all(d["status"] == "failed" for d in found)
     assert {a["error"] for d in found for a in d["attempts"]} == {"timeout after 2s"}
     # each answer (~80 bytes at one a second) was abandoned by the client, not waited for
-    eventually(lambda: receiver.cut == 8, what="the client to hang up on every dripping answer")
+    wait_until(lambda: receiver.cut == 8, 20, "the client to hang up on every dripping answer")
 
 
 def test_excerpt_of_a_compressed_answer_is_the_raw_bytes_never_inflated(make_app, receiver):
@@ -513,7 +504,7 @@ def test_restart_mid_schedule_sends_the_next_attempt_with_the_same_webhook_id(ma
     receiver.behaviour.statuses = [500]
     first = make_app(WEBHOOK_RETRY_BASE_SECONDS=1.5)
     job_id = seed_ended_job(runtime_of(first), [("m-1", receiver.url())])
-    eventually(lambda: deliveries_of(first, job_id)[0]["attempt_count"] == 1, what="attempt 1 to be recorded")
+    wait_until(lambda: deliveries_of(first, job_id)[0]["attempt_count"] == 1, 20, "attempt 1 to be recorded")
     runtime_of(first).close()
     assert len(receiver.received) == 1
 

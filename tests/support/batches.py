@@ -1,39 +1,24 @@
 """What the batch-pipeline tests check, read straight from the database and the sandbox's counters."""
 from __future__ import annotations
 
-import time
 from collections import Counter
 from dataclasses import dataclass
-from typing import Callable
 
 from sqlalchemy import func, select
 
 from database import Database, normalize_url
 from database.models import BatchJob, BatchLot, BatchResult, OpenAIBatch
-from tests.support.client import lot
+from tests.support.client import photo_lots
+from tests.support.common import wait_until  # noqa: F401  (the batch tests import it from here)
 
 
 def distinct_lots(image_server, count: int, prefix: str = "f", photos: int = 2, webhook: str | None = None):
     """Lots whose photo URLs and notes all differ, so each gets its own description from the sandbox."""
-    return [lot(f"{prefix}-{i}", [image_server.url(f"/img/{prefix}{i}-{n}.jpg") for n in range(photos)],
-                info=f"lot {prefix}-{i}: seller reports a scrape on panel {i}", webhook=webhook)
-            for i in range(count)]
+    return photo_lots(image_server, count, prefix, photos=range(photos), webhook=webhook)
 
 
 def open_db(url: str) -> Database:
     return Database(normalize_url(url, "instance"), pool_size=2)
-
-
-def wait_until(predicate: Callable[[], object], timeout: float, message: str, interval: float = 0.05):
-    """Poll ``predicate`` until it returns something truthy; fail with ``message`` after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:g}s: {message}")
-        time.sleep(interval)
 
 
 @dataclass(frozen=True)

@@ -23,11 +23,26 @@ def header_signature(message: str | bytes, key: str = TEST_KEY) -> str:
     return "sha256=" + hmac.new(key.encode(), message, hashlib.sha256).hexdigest()
 
 
-def lot(lot_id: str, urls: list[str], info: str = "2019 Toyota Camry, front collision", webhook: str | None = None):
+CAMRY = "2019 Toyota Camry, front collision"
+
+
+def lot(lot_id: str, urls: list[str], info: str = CAMRY, webhook: str | None = None):
     data = {"lot_id": lot_id, "additional_info": info, "images": [{"url": u} for u in urls]}
     if webhook:
         data["webhook"] = webhook
     return data
+
+
+DISTINCT_INFO = "lot {prefix}-{i}: seller reports a scrape on panel {i}"
+
+
+def photo_lots(image_server, count: int, prefix: str, *, photos=range(2), info: str = DISTINCT_INFO,
+               webhook: str | None = None) -> list[dict]:
+    """``count`` lots ``<prefix>-<i>``, each with a photo ``/img/<prefix><i>-<n>.jpg`` of ``image_server`` per
+    ``n`` in ``photos``; ``info`` is formatted with ``prefix`` and ``i`` (the default differs per lot, so
+    the sandbox describes each one differently)."""
+    return [lot(f"{prefix}-{i}", [image_server.url(f"/img/{prefix}{i}-{n}.jpg") for n in photos],
+                info=info.format(prefix=prefix, i=i), webhook=webhook) for i in range(count)]
 
 
 class Api:

@@ -24,30 +24,17 @@ import subprocess
 import sys
 import tempfile
 import threading
-import time
 import urllib.error
 import urllib.request
-from typing import Any, Callable, Iterator, Mapping
+from typing import Any, Iterator, Mapping
+
+from tests.support.common import wait_until as wait_for  # the process tests and benches call it so
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 HOST = "127.0.0.1"
 PYTHON = sys.executable
 GUNICORN = os.path.join(os.path.dirname(PYTHON), "gunicorn")
 PG_ADMIN_URL = os.environ.get("TEST_PG_ADMIN_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
-
-
-def wait_for(condition: Callable[[], Any], timeout: float, message: str | Callable[[], str] = "condition",
-             interval: float = 0.05) -> Any:
-    """Call ``condition`` until it returns something truthy (returned) or ``timeout`` passes (AssertionError)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() >= deadline:
-            text = message() if callable(message) else message
-            raise AssertionError(f"timed out after {timeout:g}s waiting for {text}")
-        time.sleep(interval)
 
 
 def http_json(method: str, url: str, body: Any = None, timeout: float = 10.0,

@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import copy
 import json
-import socket
 import threading
 import time
 from collections import Counter
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+from tests.support.common import free_port
 
 HOLD_LIMIT = 30.0
 
@@ -140,7 +141,4 @@ class WebhookReceiver:
 
 def closed_port_url(path: str = "/hook") -> str:
     """A loopback URL on which nothing listens (the port was bound, then released), so connecting is refused."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    return f"http://127.0.0.1:{port}{path}"
+    return f"http://127.0.0.1:{free_port()}{path}"
