@@ -1,5 +1,9 @@
 """Rate limits from the spec, as configurable strings: sync, batch and polling, per client address.
 
+Each route declares which one counts it (app/policies.py, ``Limit``); ``RouteLimits.wrap`` applies it.
+POST /test-image-validation (up to 50 outbound fetches a call) is held to RATE_LIMIT_SYNC, in a
+count of its own, so checking photos does not use up the budget for describing them.
+
 One endpoint serves both sync and batch requests, so its two limits look at the body: a
 request with one lot counts against RATE_LIMIT_SYNC, with more against RATE_LIMIT_BATCH.
 Storage is in memory by default; RATELIMIT_STORAGE_URI (e.g. redis://) shares it between instances.
@@ -25,14 +29,12 @@ from limits import RateLimitItem, parse_many
 from limits.storage import MemoryStorage
 from limits.strategies import SlidingWindowCounterRateLimiter
 
+from app.policies import Limit
 from services.errors import ServiceError
 
 log = logging.getLogger(__name__)
 
-POLLING_ENDPOINTS = (
-    "api.batch_status", "api.batch_results", "api.batch_results_download", "api.batch_jobs", "api.cancel",
-    "api.webhook_deliveries", "api.redeliver", "api.estimate",
-)
+LOGIN_RATE_LIMIT = "10/minute"
 
 
 def _is_batch() -> bool:
@@ -47,7 +49,42 @@ def _is_batch() -> bool:
     return isinstance(lots, list) and len(lots) > 1
 
 
+class RouteLimits:
+    """The limits of one app; ``wrap`` puts the one a route declares around its view."""
+
+    def __init__(self, limiter: Limiter, settings):
+        self.limiter = limiter
+        self.settings = settings
+        self.polling: set[str] = set()  # endpoints counted by the polling check, not by Flask-Limiter
+        self._polling_check = None
+
+    def wrap(self, endpoint: str, limit: Limit, view):
+        s = self.settings
+        if limit is Limit.NONE:
+            return view
+        if limit is Limit.POLLING:
+            self.polling.add(endpoint)
+            if not s.ratelimit_enabled:
+                return view
+            if self._polling_check is None:
+                self._polling_check = polling_check(self.limiter, s.rate_limit_polling)
+            return _limited(view, self._polling_check)
+        if limit is Limit.GENERATE:
+            view = self.limiter.limit(s.rate_limit_sync, scope="sync", exempt_when=_is_batch)(view)
+            return self.limiter.limit(s.rate_limit_batch, scope="batch", exempt_when=lambda: not _is_batch())(view)
+        if limit is Limit.VALIDATION:
+            # up to 50 outbound fetches a call: as many calls as one-lot requests, in a count of their own
+            return self.limiter.limit(s.rate_limit_sync, scope="validation")(view)
+        if limit is Limit.LOGIN:
+            # only a dashboard that exists counts sign-ins; a disabled one answers 404 to every attempt
+            return self.limiter.limit(LOGIN_RATE_LIMIT, scope="dashboard-login")(view) if s.admin_token else view
+        raise ValueError(f"no rate limit for {limit}")
+
+
 def init_app(app: Flask) -> Limiter:
+    """Create the limiter, then enforce the policy every registered route declares (app/policies.py)."""
+    from app import policies
+
     settings = app.extensions["genservice"].settings
     limiter = Limiter(
         get_remote_address,
@@ -60,21 +97,19 @@ def init_app(app: Flask) -> Limiter:
     )
     hooks = _hook_counts(app)
     limiter.init_app(app)
-    polling = set(POLLING_ENDPOINTS) & set(app.view_functions)
+    route_limits = RouteLimits(limiter, settings)
+    polling = route_limits.polling
     # Flask-Limiter's own hooks run for the routes it limits, not for polling (see the module docstring)
     _skip_new_hooks(app, hooks, lambda: request.endpoint in polling)
-    generate = "api.generate_descriptions"
-    if generate in app.view_functions:
-        view = app.view_functions[generate]
-        view = limiter.limit(settings.rate_limit_sync, scope="sync", exempt_when=_is_batch)(view)
-        view = limiter.limit(settings.rate_limit_batch, scope="batch", exempt_when=lambda: not _is_batch())(view)
-        app.view_functions[generate] = view
-    if settings.ratelimit_enabled:
-        check = polling_check(limiter, settings.rate_limit_polling)
-        for endpoint in polling:
-            app.view_functions[endpoint] = _limited(app.view_functions[endpoint], check)
     app.extensions["genservice_limiter"] = limiter
+    app.extensions["genservice_limits"] = route_limits
+    policies.enforce(app)
     return limiter
+
+
+def limited(app: Flask, endpoint: str, limit: Limit, view):
+    """``view`` counted by the rate limit ``limit`` of ``app`` (called by app/policies.py)."""
+    return app.extensions["genservice_limits"].wrap(endpoint, limit, view)
 
 
 def polling_check(limiter: Limiter, rate: str):

@@ -49,7 +49,8 @@ def test_polling_limit(make_live):
         answer = requests.get(f"{live.url}/api/v1/{path}", headers=headers, timeout=10)
         assert answer.status_code == 429 and answer.headers["Content-Type"].startswith("application/json")
         assert answer.json()["code"] == "RATE_LIMITED" and "5 per 1 minute" in answer.json()["message"]
-        assert 0 < int(answer.headers["Retry-After"]) <= 60
+        # the rest of this window, plus the fifth of the next one the window's 5 polls need to fade by
+        assert 0 < int(answer.headers["Retry-After"]) <= 60 + 60 // 5
     # the sync limit is counted apart
     lots = [lot("rl-p", ["ftp://not-an-image"])]
     assert requests.post(f"{live.url}/api/v1/generate-descriptions", json={"signature": "0" * 64, "lots": lots},

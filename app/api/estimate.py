@@ -5,10 +5,12 @@ from flask import jsonify
 
 from app.api import bp, runtime
 from app.api.generate import read_generate_request
+from app.policies import Limit, Signature, policy
 from services import costs
 
 
 @bp.post("/estimate")
+@policy(signature=Signature.LOTS, limit=Limit.POLLING)
 def estimate():
     """Signed like generate-descriptions and validated the same way; nothing is created or paid for."""
     rt = runtime()
