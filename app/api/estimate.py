@@ -13,9 +13,9 @@ from services import costs
 @policy(signature=Signature.LOTS, limit=Limit.POLLING)
 def estimate():
     """Signed like generate-descriptions and validated the same way; nothing is created or paid for."""
+    req = read_generate_request()
     rt = runtime()
     s = rt.settings
-    req = read_generate_request()
     found = costs.estimate(rt.db, len(req.lots), "batch" if req.is_batch else "sync", s)
     return jsonify({**found.as_dict(), "languages": req.languages,
                     "models": {"vision": s.openai_model_vision, "translation": s.openai_model_translation}})

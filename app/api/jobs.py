@@ -42,7 +42,14 @@ def _ended_without_results(job) -> ServiceError:
                         extra={"status": job.status, "error_message": job.error_message})
 
 
-def _stream(job, download: bool) -> Response:
+def _results(job_id: str, download: bool) -> Response:
+    """A finished job's results; a running job's progress (202). Only the download serves a job that
+    ended without completing (its finished lots)."""
+    job = _job(job_id)
+    if job.is_active:
+        return _not_ready(job)
+    if not download and job.status != "completed":
+        raise _ended_without_results(job)
     body = stream_with_context(results.iter_results_json(runtime().db, job))
     response = Response(body, mimetype="application/json")
     if download:
@@ -53,21 +60,13 @@ def _stream(job, download: bool) -> Response:
 @bp.get("/batch-results/<job_id>")
 @policy(signature=Signature.JOB_ID, limit=Limit.POLLING)
 def batch_results(job_id: str):
-    job = _job(job_id)
-    if job.is_active:
-        return _not_ready(job)
-    if job.status != "completed":
-        raise _ended_without_results(job)
-    return _stream(job, download=False)
+    return _results(job_id, download=False)
 
 
 @bp.get("/batch-results/<job_id>/download")
 @policy(signature=Signature.JOB_ID, limit=Limit.POLLING)
 def batch_results_download(job_id: str):
-    job = _job(job_id)
-    if job.is_active:
-        return _not_ready(job)
-    return _stream(job, download=True)
+    return _results(job_id, download=True)
 
 
 @bp.get("/batch-jobs")
