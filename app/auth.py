@@ -63,6 +63,10 @@ def require_lots_signature(body: dict, lots: list) -> None:
     check(message, signature)
 
 
+#: kinds signed over a variable of the route's path, and its name
+PATH_VARIABLES = {Signature.JOB_ID: "job_id", Signature.DELIVERY_ID: "delivery_id"}
+
+
 def require(kind: Signature, view_args: dict) -> None:
     """Check the request's signature of the given kind; ``view_args`` are the route's path variables."""
     if kind is Signature.LOTS:
@@ -71,10 +75,8 @@ def require(kind: Signature, view_args: dict) -> None:
 
         body = read_json_object()  # bounded and parsed once; the view reads the same result
         require_lots_signature(body, require_lots_list(body))
-    elif kind is Signature.JOB_ID:
-        require_header_signature(view_args["job_id"])
-    elif kind is Signature.DELIVERY_ID:
-        require_header_signature(view_args["delivery_id"])
+    elif kind in PATH_VARIABLES:
+        require_header_signature(view_args[PATH_VARIABLES[kind]])
     elif kind is Signature.QUERY:
         require_header_signature(request.query_string)
     elif kind is Signature.BODY:

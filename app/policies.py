@@ -78,9 +78,9 @@ def enforced(app: Flask) -> dict[str, Policy]:
 def enforce(app: Flask) -> None:
     """Wrap every registered view not wrapped yet with its signature check and its rate limit.
 
-    Raises RuntimeError for a view without a declaration. Called after the blueprints are
-    registered (app/limits.py, and app/dashboard.py, which registers later); calling it again only
-    handles what was added since.
+    Raises RuntimeError for a view without a declaration, or signed over a path variable its route
+    lacks. Called after the blueprints are registered (app/limits.py, and app/dashboard.py, which
+    registers later); calling it again only handles what was added since.
     """
     from app import auth, limits
 
@@ -92,6 +92,9 @@ def enforce(app: Flask) -> None:
         if found is None:
             raise RuntimeError(f"route {endpoint!r} declares no policy: add @policy(signature=..., limit=...) "
                                "below its route decorator")
+        variable = auth.PATH_VARIABLES.get(found.signature)
+        if variable and any(variable not in rule.arguments for rule in app.url_map.iter_rules(endpoint)):
+            raise RuntimeError(f"route {endpoint!r} is signed over {variable!r}, which its path does not have")
         view = auth.signed(found.signature, view)
         app.view_functions[endpoint] = limits.limited(app, endpoint, found.limit, view)
         done[endpoint] = found

@@ -94,6 +94,20 @@ def test_a_route_without_a_policy_stops_the_app(make_app):
         policies.enforce(app)
 
 
+def test_a_signature_over_a_missing_path_variable_stops_the_app(make_app):
+    app = make_app()
+    extra = Blueprint("extra", __name__)
+
+    @extra.get("/jobs-without-id")
+    @policy(signature=Signature.JOB_ID, limit=Limit.POLLING)
+    def no_job_id():
+        return "never served"
+
+    app.register_blueprint(extra)
+    with pytest.raises(RuntimeError, match="job_id"):
+        policies.enforce(app)
+
+
 def test_policy_takes_only_declared_kinds():
     with pytest.raises(TypeError):
         policy(signature="job_id", limit=Limit.POLLING)
