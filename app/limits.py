@@ -135,19 +135,29 @@ def polling_check(limiter: Limiter, rate: str):
 
 
 class SharedSlidingWindows:
-    """The sliding-window counter of the limits library on a shared storage (redis://, memcached://)."""
+    """The sliding-window counter of the limits library on a shared storage (redis://, memcached://).
+
+    The wait is worked out here from the storage's two counters: the library's own reset time is
+    when the next count drops, which may still leave the caller refused (and Redis, counting in
+    whole milliseconds, makes it 0 right after a window opens).
+    """
 
     def __init__(self, storage):
+        self.storage = storage
         self.strategy = SlidingWindowCounterRateLimiter(storage)
 
     def hit(self, item: RateLimitItem, address: str) -> float | None:
         """None when the poll is allowed (and counted), else the seconds to wait."""
         if self.strategy.hit(item, "genservice", "polling", address):
             return None
+        expiry = item.get_expiry()
         try:
-            return self.strategy.get_window_stats(item, "genservice", "polling", address).reset_time - time.time()
+            previous, previous_left, current, current_ttl = self.storage.get_sliding_window(
+                item.key_for("genservice", "polling", address), expiry)
         except Exception:
-            return float(item.get_expiry())
+            return float(expiry)
+        # the current counter lives two windows and is the current one for the first of them
+        return _wait(item.amount, expiry, current, current_ttl - expiry, previous, previous_left)
 
 
 class ProcessSlidingWindows:
@@ -187,10 +197,7 @@ class ProcessSlidingWindows:
                 window[1] += 1
                 return None
         left = expiry - into
-        if current + 1 <= amount:  # the previous window's share has to fade enough
-            return max(0.0, left - (amount - 1 - current) * expiry / previous)
-        # this window is used up: it becomes the previous one, whose share fades in the next
-        return left + expiry * (1 - (amount - 1) / current)
+        return _wait(amount, expiry, current, left, previous, left)
 
     def __len__(self) -> int:
         return len(self._windows)
@@ -199,6 +206,16 @@ class ProcessSlidingWindows:
         self._windows = {key: window for key, window in self._windows.items()
                          if window[0] >= now // key[1] - 1}
         self._next_prune = now + 60
+
+
+def _wait(amount: int, expiry: float, current: int, left: float, previous: int, previous_left: float) -> float:
+    """Seconds until one more request fits under ``amount``: ``current`` counted in the window that
+    is current for ``left`` more seconds, ``previous`` in the one before, weighted by the
+    ``previous_left`` seconds it still overlaps the last ``expiry``."""
+    if current + 1 <= amount:  # the previous window's share has to fade enough
+        return max(0.0, previous_left - (amount - 1 - current) * expiry / previous) if previous else 0.0
+    # this window is used up: it becomes the previous one, whose share fades in the next
+    return max(0.0, left) + expiry * (1 - (amount - 1) / current)
 
 
 _HOOKS = ("before_request_funcs", "after_request_funcs", "teardown_request_funcs")
