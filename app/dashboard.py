@@ -2,7 +2,9 @@
 
 Off (404) unless ADMIN_TOKEN is set. Signing in stores a fingerprint of the token in Flask's
 signed session cookie, so changing ADMIN_TOKEN signs everyone out; the login and logout forms
-carry a CSRF token kept in the same cookie. Data comes from services.dashboard.
+carry a CSRF token kept in the same cookie. Data comes from services.dashboard. Its routes declare
+no request signature (``Signature.NONE``): the sign-in above guards them; sign-in attempts have
+their own rate limit (``Limit.LOGIN``).
 """
 from __future__ import annotations
 
@@ -18,6 +20,7 @@ from flask.sessions import SecureCookieSessionInterface
 from markupsafe import Markup
 
 from app.errors import error_response
+from app.policies import Limit, Signature, enforce, policy
 from services import dashboard as views
 from services.sanitize import sanitize_html
 
@@ -27,7 +30,6 @@ bp = Blueprint("dashboard", __name__, url_prefix="/dashboard")
 
 PUBLIC_ENDPOINTS = frozenset({"dashboard.login", "dashboard.login_submit"})
 SESSION_LIFETIME = timedelta(hours=12)
-LOGIN_RATE_LIMIT = "10/minute"
 
 
 class SessionInterface(SecureCookieSessionInterface):
@@ -102,7 +104,12 @@ def login_page(message: str | None = None, status: int = 200):
                            csrf_token=csrf_token(), active="dashboard"), status
 
 
+# the sign-in (require_login) guards every page, not a request signature
+PAGE = policy(signature=Signature.NONE, limit=Limit.NONE)
+
+
 @bp.get("/login")
+@PAGE
 def login():
     if signed_in():
         return redirect(safe_next(request.args.get("next")))
@@ -110,6 +117,7 @@ def login():
 
 
 @bp.post("/login")
+@policy(signature=Signature.NONE, limit=Limit.LOGIN)
 def login_submit():
     if not csrf_valid():
         return login_page("The form had expired; please sign in again.", 400)
@@ -129,6 +137,7 @@ def too_many_attempts(_error):
 
 
 @bp.post("/logout")
+@PAGE
 def logout():
     if not csrf_valid():
         abort(400)
@@ -142,6 +151,7 @@ def db():
 
 @bp.get("/")
 @bp.get("")
+@PAGE
 def index():
     data = views.jobs_overview(db(), request.args.get("page", 1), request.args.get("status"))
     return render_template("dashboard.html", data=data, statuses=views.JOB_STATUSES, csrf_token=csrf_token(),
@@ -149,6 +159,7 @@ def index():
 
 
 @bp.get("/jobs/<job_id>")
+@PAGE
 def job_page(job_id: str):
     job = views.job_detail(db(), job_id)
     if job is None:
@@ -159,11 +170,13 @@ def job_page(job_id: str):
 
 
 @bp.get("/api/jobs")
+@PAGE
 def api_jobs():
     return jsonify(views.jobs_overview(db(), request.args.get("page", 1), request.args.get("status")))
 
 
 @bp.get("/api/jobs/<job_id>")
+@PAGE
 def api_job(job_id: str):
     job = views.job_detail(db(), job_id)
     if job is None:
@@ -188,19 +201,12 @@ def _configure_sessions(app: Flask) -> None:
     app.session_interface = SessionInterface()
 
 
-def _limit_login(app: Flask) -> None:
-    limiter = app.extensions.get("genservice_limiter")
-    if limiter is not None:
-        view = app.view_functions["dashboard.login_submit"]
-        app.view_functions["dashboard.login_submit"] = limiter.limit(LOGIN_RATE_LIMIT, scope="dashboard-login")(view)
-
-
 def init_app(app: Flask) -> None:
-    """Register the dashboard; call after limits.init_app so sign-in attempts can be rate limited."""
+    """Register the dashboard; call after limits.init_app, which enforces the policies its routes declare."""
     enabled = bool(app.extensions["genservice"].settings.admin_token)
     app.register_blueprint(bp)
+    enforce(app)
     app.add_template_filter(clean_html, "clean_html")
     app.context_processor(lambda: {"dashboard_enabled": enabled})
     if enabled:
         _configure_sessions(app)
-        _limit_login(app)

@@ -7,6 +7,7 @@ from flask import Flask, Response, current_app, jsonify
 from sqlalchemy import func, select
 
 from app.config import VERSION
+from app.policies import Limit, Signature, policy
 from database.models import WorkerHeartbeat
 from services.clock import iso, utcnow
 from services.metrics import CONTENT_TYPE
@@ -36,6 +37,7 @@ def live_workers(rt) -> int | None:
         return None
 
 
+@policy(signature=Signature.NONE, limit=Limit.NONE)
 def health():
     rt = current_app.extensions["genservice"]
     connected = rt.db.ping()
@@ -57,6 +59,7 @@ def health():
     return jsonify(body), 200 if healthy else 503
 
 
+@policy(signature=Signature.NONE, limit=Limit.NONE)
 def metrics():
     rt = current_app.extensions["genservice"]
     return Response(rt.metrics.render(), mimetype=None, content_type=CONTENT_TYPE)

@@ -1,5 +1,9 @@
 """Rate limits from the spec, as configurable strings: sync, batch and polling, per client address.
 
+Each route declares which one counts it (app/policies.py, ``Limit``); ``RouteLimits.wrap`` applies it.
+POST /test-image-validation (up to 50 outbound fetches a call) is held to RATE_LIMIT_SYNC, in a
+count of its own, so checking photos does not use up the budget for describing them.
+
 One endpoint serves both sync and batch requests, so its two limits look at the body: a
 request with one lot counts against RATE_LIMIT_SYNC, with more against RATE_LIMIT_BATCH.
 Storage is in memory by default; RATELIMIT_STORAGE_URI (e.g. redis://) shares it between instances.
@@ -26,14 +30,12 @@ from limits import RateLimitItem, parse_many
 from limits.storage import MemoryStorage
 from limits.strategies import SlidingWindowCounterRateLimiter
 
+from app.policies import Limit
 from services.errors import ServiceError
 
 log = logging.getLogger(__name__)
 
-POLLING_ENDPOINTS = (
-    "api.batch_status", "api.batch_results", "api.batch_results_download", "api.batch_jobs", "api.cancel",
-    "api.webhook_deliveries", "api.redeliver", "api.estimate",
-)
+LOGIN_RATE_LIMIT = "10/minute"
 
 
 def _is_batch() -> bool:
@@ -48,7 +50,42 @@ def _is_batch() -> bool:
     return isinstance(lots, list) and len(lots) > 1
 
 
+class RouteLimits:
+    """The limits of one app; ``wrap`` puts the one a route declares around its view."""
+
+    def __init__(self, limiter: Limiter, settings):
+        self.limiter = limiter
+        self.settings = settings
+        self.polling: set[str] = set()  # endpoints counted by the polling check, not by Flask-Limiter
+        self._polling_check = None
+
+    def wrap(self, endpoint: str, limit: Limit, view):
+        s = self.settings
+        if limit is Limit.NONE:
+            return view
+        if limit is Limit.POLLING:
+            self.polling.add(endpoint)
+            if not s.ratelimit_enabled:
+                return view
+            if self._polling_check is None:
+                self._polling_check = polling_check(self.limiter, s.rate_limit_polling)
+            return _limited(view, self._polling_check)
+        if limit is Limit.GENERATE:
+            view = self.limiter.limit(s.rate_limit_sync, scope="sync", exempt_when=_is_batch)(view)
+            return self.limiter.limit(s.rate_limit_batch, scope="batch", exempt_when=lambda: not _is_batch())(view)
+        if limit is Limit.VALIDATION:
+            # up to 50 outbound fetches a call: as many calls as one-lot requests, in a count of their own
+            return self.limiter.limit(s.rate_limit_sync, scope="validation")(view)
+        if limit is Limit.LOGIN:
+            # only a dashboard that exists counts sign-ins; a disabled one answers 404 to every attempt
+            return self.limiter.limit(LOGIN_RATE_LIMIT, scope="dashboard-login")(view) if s.admin_token else view
+        raise ValueError(f"no rate limit for {limit}")
+
+
 def init_app(app: Flask) -> Limiter:
+    """Create the limiter, then enforce the policy every registered route declares (app/policies.py)."""
+    from app import policies
+
     settings = app.extensions["genservice"].settings
     limiter = Limiter(
         get_remote_address,
@@ -61,21 +98,19 @@ def init_app(app: Flask) -> Limiter:
     )
     hooks = _hook_counts(app)
     limiter.init_app(app)
-    polling = set(POLLING_ENDPOINTS) & set(app.view_functions)
+    route_limits = RouteLimits(limiter, settings)
+    polling = route_limits.polling
     # Flask-Limiter's own hooks run for the routes it limits, not for polling (see the module docstring)
     _skip_new_hooks(app, hooks, lambda: request.endpoint in polling)
-    generate = "api.generate_descriptions"
-    if generate in app.view_functions:
-        view = app.view_functions[generate]
-        view = limiter.limit(settings.rate_limit_sync, scope="sync", exempt_when=_is_batch)(view)
-        view = limiter.limit(settings.rate_limit_batch, scope="batch", exempt_when=lambda: not _is_batch())(view)
-        app.view_functions[generate] = view
-    if settings.ratelimit_enabled:
-        check = polling_check(limiter, settings.rate_limit_polling)
-        for endpoint in polling:
-            app.view_functions[endpoint] = _limited(app.view_functions[endpoint], check)
     app.extensions["genservice_limiter"] = limiter
+    app.extensions["genservice_limits"] = route_limits
+    policies.enforce(app)
     return limiter
+
+
+def limited(app: Flask, endpoint: str, limit: Limit, view):
+    """``view`` counted by the rate limit ``limit`` of ``app`` (called by app/policies.py)."""
+    return app.extensions["genservice_limits"].wrap(endpoint, limit, view)
 
 
 def polling_check(limiter: Limiter, rate: str):
@@ -101,19 +136,29 @@ def polling_check(limiter: Limiter, rate: str):
 
 
 class SharedSlidingWindows:
-    """The sliding-window counter of the limits library on a shared storage (redis://, memcached://)."""
+    """The sliding-window counter of the limits library on a shared storage (redis://, memcached://).
+
+    The wait is worked out here from the storage's two counters: the library's own reset time is
+    when the next count drops, which may still leave the caller refused (and Redis, counting in
+    whole milliseconds, makes it 0 right after a window opens).
+    """
 
     def __init__(self, storage):
+        self.storage = storage
         self.strategy = SlidingWindowCounterRateLimiter(storage)
 
     def hit(self, item: RateLimitItem, address: str) -> float | None:
         """None when the poll is allowed (and counted), else the seconds to wait."""
         if self.strategy.hit(item, "genservice", "polling", address):
             return None
+        expiry = item.get_expiry()
         try:
-            return self.strategy.get_window_stats(item, "genservice", "polling", address).reset_time - time.time()
+            previous, previous_left, current, current_ttl = self.storage.get_sliding_window(
+                item.key_for("genservice", "polling", address), expiry)
         except Exception:
-            return float(item.get_expiry())
+            return float(expiry)
+        # the current counter lives two windows and is the current one for the first of them
+        return _wait(item.amount, expiry, current, current_ttl - expiry, previous, previous_left)
 
 
 class ProcessSlidingWindows:
@@ -153,10 +198,7 @@ class ProcessSlidingWindows:
                 window[1] += 1
                 return None
         left = expiry - into
-        if current + 1 <= amount:  # the previous window's share has to fade enough
-            return max(0.0, left - (amount - 1 - current) * expiry / previous)
-        # this window is used up: it becomes the previous one, whose share fades in the next
-        return left + expiry * (1 - (amount - 1) / current)
+        return _wait(amount, expiry, current, left, previous, left)
 
     def __len__(self) -> int:
         return len(self._windows)
@@ -165,6 +207,16 @@ class ProcessSlidingWindows:
         self._windows = {key: window for key, window in self._windows.items()
                          if window[0] >= now // key[1] - 1}
         self._next_prune = now + 60
+
+
+def _wait(amount: int, expiry: float, current: int, left: float, previous: int, previous_left: float) -> float:
+    """Seconds until one more request fits under ``amount``: ``current`` counted in the window that
+    is current for ``left`` more seconds, ``previous`` in the one before, weighted by the
+    ``previous_left`` seconds it still overlaps the last ``expiry``."""
+    if current + 1 <= amount:  # the previous window's share has to fade enough
+        return max(0.0, previous_left - (amount - 1 - current) * expiry / previous) if previous else 0.0
+    # this window is used up: it becomes the previous one, whose share fades in the next
+    return max(0.0, left) + expiry * (1 - (amount - 1) / current)
 
 
 _HOOKS = ("before_request_funcs", "after_request_funcs", "teardown_request_funcs")

@@ -6,16 +6,19 @@ from flask import Blueprint, Flask, render_template, request
 from app import openapi
 from app.config import VERSION
 from app.openapi.view import docs_page
+from app.policies import Limit, Signature, policy
 
 bp = Blueprint("web", __name__)
 
 
 @bp.get("/")
+@policy(signature=Signature.NONE, limit=Limit.NONE)
 def home():
     return render_template("home.html", version=VERSION)
 
 
 @bp.get("/docs")
+@policy(signature=Signature.NONE, limit=Limit.NONE)
 def docs():
     return render_template("docs.html", **docs_page(openapi.document()), base_url=request.host_url.rstrip("/"))
 

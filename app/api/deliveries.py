@@ -1,26 +1,27 @@
 """Webhook deliveries: a job's delivery records with their attempts, and redelivery on request.
 
-Both are signed with X-Signature: the listing over the job id, a redelivery over the delivery id.
+Both are signed with X-Signature: the listing over the job id, a redelivery over the delivery id;
+both count as polling.
 """
 from __future__ import annotations
 
 from flask import jsonify, request
 
-from app import auth
 from app.api import bp, runtime
+from app.policies import Limit, Signature, policy
 from services import webhooks
 
 
 @bp.get("/batch-jobs/<job_id>/webhook-deliveries")
+@policy(signature=Signature.JOB_ID, limit=Limit.POLLING)
 def webhook_deliveries(job_id: str):
-    auth.require_header_signature(job_id)
     page = webhooks.parse_page(request.args)
     return jsonify(webhooks.job_deliveries(runtime().db, job_id, **page))
 
 
 @bp.post("/webhook-deliveries/<delivery_id>/redeliver")
+@policy(signature=Signature.DELIVERY_ID, limit=Limit.POLLING)
 def redeliver(delivery_id: str):
-    auth.require_header_signature(delivery_id)
     rt = runtime()
     answer = webhooks.redeliver(rt.db, delivery_id, rt.settings.webhook_max_retries)
     if rt.worker is not None:

@@ -5,15 +5,17 @@ from flask import jsonify
 
 from app.api import bp, runtime
 from app.api.generate import read_generate_request
+from app.policies import Limit, Signature, policy
 from services import costs
 
 
 @bp.post("/estimate")
+@policy(signature=Signature.LOTS, limit=Limit.POLLING)
 def estimate():
     """Signed like generate-descriptions and validated the same way; nothing is created or paid for."""
+    req = read_generate_request()
     rt = runtime()
     s = rt.settings
-    req = read_generate_request()
     found = costs.estimate(rt.db, len(req.lots), "batch" if req.is_batch else "sync", s)
     return jsonify({**found.as_dict(), "languages": req.languages,
                     "models": {"vision": s.openai_model_vision, "translation": s.openai_model_translation}})

@@ -1,11 +1,11 @@
 """POST /generate-descriptions (one lot answered now, several become a job) and image checks."""
 from __future__ import annotations
 
-from flask import jsonify, request
+from flask import jsonify
 
-from app import auth
 from app.api import bp, read_json_object, runtime
-from app.schemas import parse_generate, parse_url_list, require_lots_list
+from app.policies import Limit, Signature, policy
+from app.schemas import parse_generate, parse_url_list
 from services import costs, jobs
 from services.clock import iso, utcnow
 from services.images import required_images
@@ -15,15 +15,15 @@ MAX_VALIDATION_URLS = 50
 
 
 def read_generate_request() -> GenerateRequest:
-    """The body of generate-descriptions (and of estimate): signature first, then every field checked."""
+    """The body of generate-descriptions (and of estimate), every field checked; the signature over its
+    lots was checked before the view ran (Signature.LOTS)."""
     s = runtime().settings
-    body = read_json_object()
-    auth.require_lots_signature(body, require_lots_list(body))
-    return parse_generate(body, max_batch_size=s.max_batch_size, max_sync_images=s.max_sync_images,
+    return parse_generate(read_json_object(), max_batch_size=s.max_batch_size, max_sync_images=s.max_sync_images,
                           max_images_per_lot=s.max_images_per_lot, max_languages=s.max_languages)
 
 
 @bp.post("/generate-descriptions")
+@policy(signature=Signature.LOTS, limit=Limit.GENERATE)
 def generate_descriptions():
     rt = runtime()
     s = rt.settings
@@ -50,8 +50,8 @@ def generate_descriptions():
 
 
 @bp.post("/test-image-validation")
+@policy(signature=Signature.BODY, limit=Limit.VALIDATION)
 def test_image_validation():
-    auth.require_header_signature(request.get_data(cache=True))
     urls = parse_url_list(read_json_object(), MAX_VALIDATION_URLS)
     rt = runtime()
     result = rt.images.check_many(urls)

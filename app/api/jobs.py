@@ -1,23 +1,23 @@
-"""Polling API: status, results, download, list, cancel. Each signed with X-Signature."""
+"""Polling API: status, results, download, list, cancel. Each signed with X-Signature, each counted as polling."""
 from __future__ import annotations
 
 from flask import Response, jsonify, request, stream_with_context
 
-from app import auth
 from app.api import bp, runtime
+from app.policies import Limit, Signature, policy
 from services import jobs, results, webhooks
 from services.clock import iso
 from services.errors import ServiceError
 
 
-def _signed_job(job_id: str):
-    auth.require_header_signature(job_id)
+def _job(job_id: str):
     return jobs.get_job(runtime().db, job_id)
 
 
 @bp.get("/batch-status/<job_id>")
+@policy(signature=Signature.JOB_ID, limit=Limit.POLLING)
 def batch_status(job_id: str):
-    return jsonify(jobs.status_view(_signed_job(job_id)))
+    return jsonify(jobs.status_view(_job(job_id)))
 
 
 def _not_ready(job) -> Response:
@@ -42,7 +42,14 @@ def _ended_without_results(job) -> ServiceError:
                         extra={"status": job.status, "error_message": job.error_message})
 
 
-def _stream(job, download: bool) -> Response:
+def _results(job_id: str, download: bool) -> Response:
+    """A finished job's results; a running job's progress (202). Only the download serves a job that
+    ended without completing (its finished lots)."""
+    job = _job(job_id)
+    if job.is_active:
+        return _not_ready(job)
+    if not download and job.status != "completed":
+        raise _ended_without_results(job)
     body = stream_with_context(results.iter_results_json(runtime().db, job))
     response = Response(body, mimetype="application/json")
     if download:
@@ -51,33 +58,27 @@ def _stream(job, download: bool) -> Response:
 
 
 @bp.get("/batch-results/<job_id>")
+@policy(signature=Signature.JOB_ID, limit=Limit.POLLING)
 def batch_results(job_id: str):
-    job = _signed_job(job_id)
-    if job.is_active:
-        return _not_ready(job)
-    if job.status != "completed":
-        raise _ended_without_results(job)
-    return _stream(job, download=False)
+    return _results(job_id, download=False)
 
 
 @bp.get("/batch-results/<job_id>/download")
+@policy(signature=Signature.JOB_ID, limit=Limit.POLLING)
 def batch_results_download(job_id: str):
-    job = _signed_job(job_id)
-    if job.is_active:
-        return _not_ready(job)
-    return _stream(job, download=True)
+    return _results(job_id, download=True)
 
 
 @bp.get("/batch-jobs")
+@policy(signature=Signature.QUERY, limit=Limit.POLLING)
 def batch_jobs():
-    auth.require_header_signature(request.query_string)
     filters = jobs.parse_list_filters(request.args)
     return jsonify(jobs.list_jobs(runtime().db, **filters))
 
 
 @bp.post("/batch-jobs/<job_id>/cancel")
+@policy(signature=Signature.JOB_ID, limit=Limit.POLLING)
 def cancel(job_id: str):
-    auth.require_header_signature(job_id)
     rt = runtime()
     answer = jobs.cancel_job(rt.db, job_id, on_final=webhooks.final_hook(rt.settings))
     rt.metrics.jobs.labels(status="cancelled").inc()

@@ -14,6 +14,7 @@ from app.openapi.paths import DOCUMENT_PATH, all_paths
 from app.openapi.responses import headers, parameters, security_schemes, shared_responses
 from app.openapi.webhooks import webhooks
 from app.openapi.schemas import all_schemas
+from app.policies import Limit, Signature, policy
 
 __all__ = ["DOCUMENT_PATH", "build_document", "document", "init_app"]
 
@@ -58,6 +59,7 @@ def document() -> dict[str, Any]:
     return cached
 
 
+@policy(signature=Signature.NONE, limit=Limit.NONE)
 def serve_document():
     return jsonify(document())
 

@@ -122,7 +122,8 @@ def image_validation_operation() -> dict[str, Any]:
         "tags": ["Generation"],
         "summary": "Check photo URLs the way a request would",
         "description": "Fetches each URL through the outbound guard and reports which ones are usable photos. "
-                       "X-Signature signs the raw request body.",
+                       "X-Signature signs the raw request body. Held to the single-lot rate limit "
+                       "(RATE_LIMIT_SYNC), counted apart from generate-descriptions.",
         "security": SIGNED,
         "requestBody": json_body(ref("ImageValidationRequest"), {"two_urls": {"urls": [
             "https://photos.example.com/xc60-left.jpg", "https://photos.example.com/gone.jpg"]}}),
@@ -136,6 +137,7 @@ def image_validation_operation() -> dict[str, Any]:
             "422": error_response("A URL is not an http(s) URL.", invalid=error_example(
                 "INVALID_IMAGE_URLS", "Invalid image URLs detected", "Validation failed",
                 {"invalid_urls": ["ftp://photos.example.com/a.jpg"]})),
+            "429": shared("RateLimited"),
             "500": shared("InternalError"),
         },
     }
