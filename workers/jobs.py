@@ -187,7 +187,7 @@ class JobRunner:
         for lot, check in zip(lots, checks):
             valid, missing = check.valid_urls, check.missing_urls
             row = {"id": lot.id, "usable_images": valid, "missing_images": missing, "status": "ready",
-                   "lease_owner": None, "lease_expires_at": None}
+                   **leases.freed()}
             if len(valid) < required_images(len(lot.image_urls), self.settings.image_min_ratio) or not valid:
                 row.update(status="failed", processed_at=utcnow(),
                            error_message=f"not enough usable images: {len(valid)} of {len(lot.image_urls)} "
