@@ -37,6 +37,15 @@ def runtime(db):
                            ai=None)
 
 
+@pytest.fixture
+def runner(runtime):
+    from workers.jobs import JobRunner
+
+    runner = JobRunner(runtime, "worker-1")
+    yield runner
+    runner.close()
+
+
 def add_job(db, lots: int = 0, languages=("en", "de"), lot_status: str = "pending", webhook: str | None = None,
             **values) -> str:
     """A job row (pending, queued, due now unless ``values`` say otherwise) and ``lots`` lots."""

@@ -107,20 +107,20 @@ def test_claiming_follows_the_plan_and_next_due_looks_ahead(db, dispatcher, monk
 
 # ---- who holds a delivery after its attempt ----------------------------------------------------------
 
-def claimed_delivery(db, dispatcher, delivery_id):
-    with db.session() as session:
-        assert leases.claim(session, WebhookDelivery, WebhookDelivery.id == delivery_id, WebhookDelivery.id, 1,
-                            dispatcher.owner, dispatcher.lease_seconds) == [delivery_id]
-    return delivery(db, delivery_id)
-
-
-def test_a_refused_attempt_gives_the_lease_back_until_its_retry(db, dispatcher):
+def one_attempt(db, dispatcher) -> tuple[WebhookDelivery | None, WebhookDelivery]:
+    """A due delivery claimed by the dispatcher and attempted once: what _attempt returned, and the row after."""
     job_id = add_job(db, status="completed", stage="done")
     delivery_id = add_delivery(db, job_id)
     with db.session() as session:
+        assert leases.claim(session, WebhookDelivery, WebhookDelivery.id == delivery_id, WebhookDelivery.id, 1,
+                            dispatcher.owner, dispatcher.lease_seconds) == [delivery_id]
         job = session.get(BatchJob, job_id)
-    kept = dispatcher._attempt(claimed_delivery(db, dispatcher, delivery_id), job, b"{}")
-    row = delivery(db, delivery_id)
+    kept = dispatcher._attempt(delivery(db, delivery_id), job, b"{}")
+    return kept, delivery(db, delivery_id)
+
+
+def test_a_refused_attempt_gives_the_lease_back_until_its_retry(db, dispatcher):
+    kept, row = one_attempt(db, dispatcher)
     assert kept is None and row.attempt_count == 1 and row.error_message.startswith("blocked")
     assert (row.lease_owner, row.lease_expires_at) == (None, None)
     assert row.next_attempt_at > utcnow() + timedelta(seconds=20)
@@ -128,26 +128,16 @@ def test_a_refused_attempt_gives_the_lease_back_until_its_retry(db, dispatcher):
 
 def test_an_attempt_whose_retry_is_due_at_once_stays_with_its_thread(db, dispatcher, runtime):
     runtime.settings.webhook_retry_base_seconds = 0.0
-    job_id = add_job(db, status="completed", stage="done")
-    delivery_id = add_delivery(db, job_id)
-    with db.session() as session:
-        job = session.get(BatchJob, job_id)
-    kept = dispatcher._attempt(claimed_delivery(db, dispatcher, delivery_id), job, b"{}")
-    row = delivery(db, delivery_id)
+    kept, row = one_attempt(db, dispatcher)
     assert kept is not None and row.lease_owner == "worker-1" and row.lease_expires_at > utcnow()
 
 
 def test_a_delivered_attempt_leaves_no_lease_and_can_be_redelivered(db, dispatcher, monkeypatch):
-    job_id = add_job(db, status="completed", stage="done")
-    delivery_id = add_delivery(db, job_id)
-    with db.session() as session:
-        job = session.get(BatchJob, job_id)
     monkeypatch.setattr(dispatcher, "_send", lambda url, body, headers: webhooks.AttemptOutcome(
         success=True, status_code=200, error=None, duration_ms=3, excerpt="ok"))
-    assert dispatcher._attempt(claimed_delivery(db, dispatcher, delivery_id), job, b"{}") is None
-    row = delivery(db, delivery_id)
-    assert row.status == "delivered" and (row.lease_owner, row.lease_expires_at) == (None, None)
-    webhooks.redeliver(db, str(delivery_id), budget=2)
+    kept, row = one_attempt(db, dispatcher)
+    assert kept is None and row.status == "delivered" and (row.lease_owner, row.lease_expires_at) == (None, None)
+    webhooks.redeliver(db, str(row.id), budget=2)
     with db.session() as session:
         due = session.scalars(select(WebhookDelivery.id).where(dispatcher.due(utcnow() + timedelta(seconds=1)))).all()
-    assert due == [delivery_id] and delivery(db, delivery_id).lease_owner is None
+    assert due == [row.id] and delivery(db, row.id).lease_owner is None

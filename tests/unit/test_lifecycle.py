@@ -202,50 +202,42 @@ def test_cancel_through_the_api_ends_the_job_and_refuses_a_second_time(db):
     assert unknown.value.status == 404
 
 
-def test_a_concurrent_cancel_wins_over_the_worker(db, runtime):
+def test_a_concurrent_cancel_wins_over_the_worker(db, runtime, runner):
     job_id = add_job(db, lots=2, status="processing", stage="vision", webhook="http://hooks.test/a")
-    runner = JobRunner(runtime, "worker-1")
-    try:
-        assert runner.claim() == [job_id]
-        runner.hold(job_id)
-        cancel_job(db, job_id, on_final=webhooks.final_hook(runtime.settings))
-        job = job_row(db, job_id)
-        # the worker's next step and its ending both find the job ended
-        with pytest.raises(LeaseLost):
-            runner._move(lifecycle.move, job, Stage.TRANSLATION)
-        runner.finish(job, JobStatus.COMPLETED, None)
-        with pytest.raises(LeaseLost):
-            runner.lease.check_active()
-    finally:
-        runner.close()
+    assert runner.claim() == [job_id]
+    runner.hold(job_id)
+    cancel_job(db, job_id, on_final=webhooks.final_hook(runtime.settings))
+    job = job_row(db, job_id)
+    # the worker's next step and its ending both find the job ended
+    with pytest.raises(LeaseLost):
+        runner._move(lifecycle.move, job, Stage.TRANSLATION)
+    runner.finish(job, JobStatus.COMPLETED, None)
+    with pytest.raises(LeaseLost):
+        runner.lease.check_active()
     job = job_row(db, job_id)
     assert (job.status, job.stage) == ("cancelled", "cancelling")
     assert deliveries(db, job_id) == ["batch_job_cancelled"]
     assert runtime.metrics.jobs.labels(status="completed")._value.get() == 0
 
 
-def test_the_runner_finishes_a_finalizing_job_and_closes_a_cancelled_one(db, runtime):
+def test_the_runner_finishes_a_finalizing_job_and_closes_a_cancelled_one(db, runtime, runner):
     done = add_job(db, lots=1, status="translating", stage="finalizing", lot_status="completed")
-    runner = JobRunner(runtime, "worker-1")
-    try:
-        assert runner.claim() == [done]
-        runner.run(done)
-        assert (job_row(db, done).status, job_row(db, done).stage) == ("completed", "done")
-        assert job_row(db, done).lease_owner is None
-        assert runtime.metrics.jobs.labels(status="completed")._value.get() == 1
-    finally:
-        runner.close()
+    assert runner.claim() == [done]
+    runner.run(done)
+    job = job_row(db, done)
+    assert (job.status, job.stage, job.lease_owner) == ("completed", "done", None)
+    assert runtime.metrics.jobs.labels(status="completed")._value.get() == 1
+    cancelled = add_job(db, lots=1, status="cancelled", stage="cancelling")
+    assert runner.claim() == [cancelled]
+    runner.run(cancelled)
+    assert job_row(db, cancelled).stage == "done" and runner.claim() == []
 
 
-def test_the_watchdog_fails_an_overdue_job_through_the_same_ending(db, runtime):
+def test_the_watchdog_fails_an_overdue_job_through_the_same_ending(db, runtime, runner):
     overdue = add_job(db, lots=2, status="processing", stage="vision", deadline_at=utcnow() - timedelta(seconds=1),
                       webhook="http://hooks.test/a")
     in_time = add_job(db, lots=1, status="processing", stage="vision")
-    runner = JobRunner(runtime, "worker-1")
-    try:
-        assert Watchdog(runtime, runner).fail_overdue() == 1
-    finally:
-        runner.close()
+    assert Watchdog(runtime, runner).fail_overdue() == 1
     job = job_row(db, overdue)
     assert (job.status, job.stage, job.failed_lots) == ("failed", "cancelling", 2)
     assert "deadline of 24 hours" in job.error_message
