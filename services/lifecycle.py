@@ -203,9 +203,9 @@ def end(session: Session, job_id: str, status: JobStatus, message: str | None,
     if status not in FINAL:
         raise ValueError(f"{status} is not an ending")
     now = utcnow()
-    values: dict[str, Any] = {"status": status, "stage": Stage.DONE if status == JobStatus.COMPLETED else Stage.CANCELLING,
-                              "completed_at": now, "updated_at": now, "estimated_completion": now, "next_run_at": now,
-                              "error_message": message}
+    stage = Stage.DONE if status == JobStatus.COMPLETED else Stage.CANCELLING
+    values: dict[str, Any] = {"status": status, "stage": stage, "completed_at": now, "updated_at": now,
+                              "estimated_completion": now, "next_run_at": now, "error_message": message}
     if status == JobStatus.CANCELLED:
         values["cancelled_at"] = now
     result = session.execute(update(BatchJob).where(BatchJob.id == job_id, BatchJob.status.in_(ACTIVE))

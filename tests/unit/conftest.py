@@ -17,7 +17,8 @@ from services.clock import utcnow
 from services.metrics import Metrics
 from services.netguard import OutboundPolicy
 
-SETTINGS = dict(shared_keys=("unit-test-key-of-at-least-32-characters",), worker_lease_seconds=30.0, worker_poll_interval=1.0, direct_concurrency=2, crash_after=None,
+SETTINGS = dict(shared_keys=("unit-test-key-of-at-least-32-characters",),
+                worker_lease_seconds=30.0, worker_poll_interval=1.0, direct_concurrency=2, crash_after=None,
                 webhook_concurrency=8, webhook_timeout=5.0, webhook_max_retries=5, webhook_retry_base_seconds=30.0,
                 webhook_max_lots_per_delivery=1000, job_deadline_hours=24, job_deadline_margin_hours=0,
                 result_retention_days=0, batch_validate_images=False)
