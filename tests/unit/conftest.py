@@ -10,12 +10,16 @@ from datetime import timedelta
 from types import SimpleNamespace
 
 import pytest
+from sqlalchemy import select
 
 from database import Database
 from database.models import Base, BatchJob, BatchLot
 from services.clock import utcnow
 from services.metrics import Metrics
+from services.errors import ServiceError
 from services.netguard import OutboundPolicy
+from services.openai_client import Usage
+from workers.stages import Stage
 
 SETTINGS = dict(shared_keys=("unit-test-key-of-at-least-32-characters",),
                 worker_lease_seconds=30.0, worker_poll_interval=1.0, direct_concurrency=2, crash_after=None,
@@ -71,7 +75,26 @@ def job_row(db, job_id: str) -> BatchJob:
 
 
 def lots_of(db, job_id: str) -> list[BatchLot]:
-    from sqlalchemy import select
-
     with db.session() as session:
         return list(session.scalars(select(BatchLot).where(BatchLot.job_id == job_id).order_by(BatchLot.seq)))
+
+
+class EchoStage(Stage):
+    """The vision stage's columns and statuses; the request is the lot's note, the answer's text its description."""
+    kind = "vision"
+    waiting_status = "ready"
+    done_status = "described"
+
+    def request_body(self, lot):
+        return {"note": lot.additional_info or ""}
+
+    def success_values(self, lot, body):
+        if not body.get("text"):
+            raise ServiceError(502, "BAD_ANSWER", "empty answer")
+        return {"status": "described", "description_en": body["text"]}, [], Usage(input_tokens=10, output_tokens=5)
+
+
+def job_with_lots(db, count, status="ready") -> BatchJob:
+    """A job in its vision stage whose ``count`` lots wait for it."""
+    job_id = add_job(db, lots=count, lot_status=status, status="processing", stage="vision")
+    return job_row(db, job_id)
