@@ -10,26 +10,18 @@ import uuid
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import bindparam, func, insert, select, update
+from sqlalchemy import bindparam, func, insert, select
 from sqlalchemy.orm import Session
 
 from database import Database
-from database.models import JOB_ACTIVE, JOB_STATUSES, SNAPSHOT_COLUMNS, AnyJob, BatchJob, BatchLot, JobSnapshot
-from services import costs
+from database.models import SNAPSHOT_COLUMNS, AnyJob, BatchJob, BatchLot, JobSnapshot
+from services import costs, lifecycle
 from services.clock import iso, parse_iso, utcnow
 from services.errors import ServiceError
+from services.lifecycle import ACTIVE, JobStatus, Stage, completion_percentage
+from services.lifecycle import public_stage as current_stage
 from services.lots import GenerateRequest
 from services.params import page_params
-
-STAGE_NAMES = {
-    "queued": "queued",
-    "images": "image_validation",
-    "vision": "vision_analysis",
-    "translation": "translation",
-    "finalizing": "finalizing",
-    "done": "done",
-}
-
 
 def choose_strategy(configured: str, total_lots: int, direct_max_lots: int) -> str:
     if configured == "auto":
@@ -46,7 +38,7 @@ def initial_estimate(now: datetime, strategy: str, total_lots: int, direct_concu
 
 def queued_lots(session: Session) -> int:
     remaining = BatchJob.total_lots - BatchJob.processed_lots - BatchJob.failed_lots
-    value = session.scalar(select(func.coalesce(func.sum(remaining), 0)).where(BatchJob.status.in_(JOB_ACTIVE)))
+    value = session.scalar(select(func.coalesce(func.sum(remaining), 0)).where(BatchJob.status.in_(ACTIVE)))
     return int(value or 0)
 
 
@@ -56,7 +48,7 @@ def create_job(db: Database, req: GenerateRequest, settings, metrics=None) -> Ba
     estimate = costs.check_budget(db, len(req.lots), "batch", settings, now)
     strategy = choose_strategy(settings.batch_strategy, len(req.lots), settings.direct_max_lots)
     job = BatchJob(
-        id=str(uuid.uuid4()), status="pending", stage="queued", strategy=strategy, version=req.version,
+        id=str(uuid.uuid4()), status=JobStatus.PENDING, stage=Stage.QUEUED, strategy=strategy, version=req.version,
         languages=req.languages, total_lots=len(req.lots), processed_lots=0, failed_lots=0, translated_lots=0,
         total_images=sum(len(lot.image_urls) for lot in req.lots), total_images_processed=0,
         webhook_configured=any(lot.webhook for lot in req.lots), input_tokens=0, output_tokens=0,
@@ -74,7 +66,7 @@ def create_job(db: Database, req: GenerateRequest, settings, metrics=None) -> Ba
         _insert_lots(session, job.id, req)
     if metrics is not None:
         metrics.requests.labels(mode="batch").inc()
-        metrics.jobs.labels(status="pending").inc()
+        metrics.jobs.labels(status=JobStatus.PENDING).inc()
     return job
 
 
@@ -98,19 +90,6 @@ def _insert_lots(session: Session, job_id: str, req: GenerateRequest) -> None:
 
 
 # ---- views -------------------------------------------------------------------------------------
-
-def completion_percentage(job: AnyJob) -> float:
-    if job.status == "completed":
-        return 100.0
-    if not job.total_lots:
-        return 0.0
-    needs_translation = any(not code.startswith("en") for code in job.languages or [])
-    units = job.total_lots * (2 if needs_translation else 1)
-    done = job.processed_lots + job.failed_lots
-    if needs_translation:
-        done += job.translated_lots + job.failed_lots
-    return round(min(100.0, 100.0 * done / units), 1)
-
 
 def token_usage(job: AnyJob) -> dict[str, int]:
     """Cached input is part of the input tokens, reasoning part of the output tokens (as OpenAI counts them)."""
@@ -139,12 +118,6 @@ def progress_view(job: AnyJob) -> dict[str, Any]:
         "completion_percentage": completion_percentage(job),
         "estimated_completion": iso(job.estimated_completion) if job.is_active else iso(job.completed_at),
     }
-
-
-def current_stage(job: AnyJob) -> str:
-    if job.stage == "done" or not job.is_active:
-        return job.status
-    return STAGE_NAMES.get(job.stage, job.stage)
 
 
 def status_view(job: AnyJob) -> dict[str, Any]:
@@ -230,8 +203,8 @@ def parse_list_filters(args) -> dict[str, Any]:
                                {"field": name}) from None
 
     status = args.get("status") or None
-    if status is not None and status not in JOB_STATUSES:
-        raise ServiceError(400, "VALIDATION_ERROR", f"'status' must be one of {', '.join(JOB_STATUSES)}",
+    if status is not None and status not in tuple(JobStatus):
+        raise ServiceError(400, "VALIDATION_ERROR", f"'status' must be one of {', '.join(JobStatus)}",
                            {"field": "status"})
     return {"status": status, **page_params(args, 10, 100),
             "created_after": moment("created_after"), "created_before": moment("created_before")}
@@ -260,57 +233,21 @@ def list_jobs(db: Database, status: str | None, limit: int, offset: int, created
     }
 
 
-def fail_unfinished_lots(session: Session, job_id: str, reason: str) -> int:
-    """Give every lot that has no result yet a reason, so each lot is accounted for."""
-    result = session.execute(update(BatchLot).where(BatchLot.job_id == job_id,
-                                                    BatchLot.status.not_in(("completed", "failed")))
-                             .values(status="failed", error_message=reason, processed_at=utcnow())
-                             .execution_options(synchronize_session=False))
-    return result.rowcount
-
-
-def lot_counts(session: Session, job_id: str) -> dict[str, int]:
-    rows = session.execute(select(BatchLot.status, func.count()).where(BatchLot.job_id == job_id)
-                           .group_by(BatchLot.status)).all()
-    return {status: count for status, count in rows}
-
-
-def final_counters(session: Session, job_id: str) -> dict[str, Any]:
-    """The counts an ended job keeps: every lot is completed or failed by then."""
-    counts = lot_counts(session, job_id)
-    images = session.scalar(select(func.coalesce(func.sum(BatchLot.processed_images), 0))
-                            .where(BatchLot.job_id == job_id)) or 0
-    return {"processed_lots": counts.get("completed", 0), "failed_lots": counts.get("failed", 0),
-            "translated_lots": counts.get("completed", 0), "total_images_processed": int(images),
-            "updated_at": utcnow()}
-
-
 def cancel_job(db: Database, job_id: str, on_final=None) -> dict[str, Any]:
     """Cancel an active job now; the worker then cancels its OpenAI batches and sends the webhooks.
 
     ``on_final(session, job)`` runs in the same transaction (it records the webhook deliveries).
     """
-    now = utcnow()
     with db.transaction() as session:
         job = session.scalars(select(BatchJob).where(BatchJob.id == job_id).with_for_update()).first() \
             if isinstance(job_id, str) and len(job_id) <= 64 else None
         if job is None:
             raise job_not_found(job_id)
-        if not job.is_active:
-            error = ServiceError(400, "JOB_NOT_CANCELLABLE",
-                                 f"Only pending, processing, or translating jobs can be cancelled. "
-                                 f"Current status: {job.status}", error="Job cannot be cancelled",
-                                 extra={"status": job.status})
-            raise error
-        # the lease is left alone: a worker in the middle of a step (say, creating an OpenAI batch) still
-        # records what it did, then hands the job back, so the cancelling stage sees every batch to cancel
-        session.execute(update(BatchJob).where(BatchJob.id == job.id).values(
-            status="cancelled", stage="cancelling", cancelled_at=now, completed_at=now, updated_at=now, next_run_at=now,
-            error_message="Cancelled by the client"))
-        fail_unfinished_lots(session, job.id, "Job cancelled before this lot was finished")
-        session.execute(update(BatchJob).where(BatchJob.id == job.id).values(**final_counters(session, job.id)))
-        session.flush()
-        session.refresh(job)
-        if on_final is not None:
-            on_final(session, job)
-    return {"job_id": job.id, "status": "cancelled", "cancelled_at": iso(now), "message": "Job successfully cancelled"}
+        ended = lifecycle.cancel(session, job.id, on_final) if job.is_active else None
+        if ended is None:
+            raise ServiceError(400, "JOB_NOT_CANCELLABLE",
+                               f"Only pending, processing, or translating jobs can be cancelled. "
+                               f"Current status: {job.status}", error="Job cannot be cancelled",
+                               extra={"status": job.status})
+    return {"job_id": ended.id, "status": ended.status, "cancelled_at": iso(ended.cancelled_at),
+            "message": "Job successfully cancelled"}

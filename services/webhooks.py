@@ -202,6 +202,7 @@ def _read_excerpt(response: httpx.Response) -> str:
 def record_attempt(session: Session, delivery: WebhookDelivery, attempt: int, started_at: datetime,
                    outcome: AttemptOutcome, base_seconds: float, budget: int) -> None:
     """Write the attempt and move the delivery on: delivered, retried later, or failed for good.
+    Its lease is the caller's to keep or give back (workers.leases), in the same transaction.
 
     ``budget`` is the number of attempts a round (the first, or one started by a redelivery) may
     make; the retry delay grows with the attempts made in the current round only.
@@ -213,8 +214,6 @@ def record_attempt(session: Session, delivery: WebhookDelivery, attempt: int, st
     delivery.attempt_count = attempt
     delivery.last_attempt_at = started_at
     delivery.last_status_code = outcome.status_code
-    delivery.lease_owner = None
-    delivery.lease_expires_at = None
     delivery.updated_at = now
     if outcome.success:
         delivery.status = "delivered"
@@ -318,13 +317,12 @@ def redeliver(db: Database, delivery_id: str, budget: int) -> dict[str, Any]:
                                "This delivery is still queued: it will be sent again without being asked",
                                {"delivery_id": delivery.id, "next_attempt_at": iso(delivery.next_attempt_at)},
                                error="Delivery is pending", extra={"status": delivery.status})
+        # a delivery that is not pending holds no lease: the attempt that ended it gave the lease back
         delivery.status = "pending"
         delivery.max_attempts = delivery.attempt_count + budget
         delivery.next_attempt_at = now
         delivery.delivered_at = None
         delivery.error_message = None
-        delivery.lease_owner = None
-        delivery.lease_expires_at = None
         delivery.updated_at = now
         attempts = _attempts_of(session, [delivery.id]).get(delivery.id, [])
     return delivery_view(delivery, attempts)

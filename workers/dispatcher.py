@@ -236,8 +236,9 @@ class WebhookDispatcher:
             keep = (current.status == "pending" and current.next_attempt_at <= self._horizon()
                     and not self._closed.is_set())
             if keep:
-                current.lease_owner = self.owner
-                current.lease_expires_at = utcnow() + timedelta(seconds=self.lease_seconds)
+                leases.keep(current, self.owner, self.lease_seconds)
+            else:
+                leases.give_back(current)
             final = current.status
         label = "success" if outcome.success else ("failed" if final == "failed" else "retry")
         self.rt.metrics.webhooks.labels(status=label).inc()

@@ -1,9 +1,7 @@
-"""The job state machine: pending -> processing -> translating -> completed | failed | cancelled.
+"""Runs the job state machine (statuses, stages and transitions are in services.lifecycle).
 
-Stages (``batch_jobs.stage``): queued -> images -> vision -> translation -> finalizing -> done,
-plus ``cancelling`` for an ended job whose OpenAI batches must still be cancelled. Each call of a
-stage does a bounded piece of work and records it; the runner keeps calling stages while the job
-has work it can do now, and hands the job back with ``next_run_at`` when it must wait.
+Each call of a stage does a bounded piece of work and records it; the runner keeps calling stages
+while the job has work it can do now, and hands the job back with ``next_run_at`` when it must wait.
 """
 from __future__ import annotations
 
@@ -15,12 +13,13 @@ from datetime import timedelta
 
 from sqlalchemy import func, select, update
 
-from database.models import JOB_ACTIVE, BatchJob, BatchLot, OpenAIBatch
+from database.models import BatchJob, BatchLot, OpenAIBatch
 from database.models.openai_batches import SHARD_OPEN
-from services import costs, webhooks
+from services import costs, lifecycle, webhooks
 from services.clock import utcnow
 from services.images import required_images
-from services.jobs import fail_unfinished_lots, final_counters, lot_counts
+from services.lifecycle import ACTIVE, JobStatus
+from services.lifecycle import Stage as JobStage
 from services.openai_client import Usage
 from workers import faults, leases
 from workers.direct import DirectRunner
@@ -53,18 +52,15 @@ class JobRunner:
         self._io.shutdown(wait=False, cancel_futures=True)
 
     # ---- claiming ----------------------------------------------------------------------------
-    def due_condition(self, now):
-        return (BatchJob.next_run_at <= now) & (BatchJob.status.in_(JOB_ACTIVE) | (BatchJob.stage == "cancelling"))
-
     def claim(self, limit: int = 1) -> list[str]:
         with self.db.session() as session:
-            return leases.claim(session, BatchJob, self.due_condition(utcnow()), BatchJob.next_run_at, limit,
+            return leases.claim(session, BatchJob, lifecycle.due(utcnow()), BatchJob.next_run_at, limit,
                                 self.owner, self.settings.worker_lease_seconds)
 
     def hold(self, job_id: str) -> leases.Lease:
         """The lease of a job this runner just claimed; paid work needs the job still active."""
         self.lease = leases.Lease(self.db, BatchJob, job_id, self.owner, self.settings.worker_lease_seconds,
-                                  active=BatchJob.status.in_(JOB_ACTIVE))
+                                  active=BatchJob.status.in_(ACTIVE))
         return self.lease
 
     def heartbeat(self, job_id: str) -> None:
@@ -95,7 +91,7 @@ class JobRunner:
                     job = session.get(BatchJob, job_id)
                 if job is None or job.lease_owner != self.owner:
                     return
-                if not job.is_active and job.stage != "cancelling":
+                if not lifecycle.needs_worker(job):
                     break
                 delay = self.step(job)
                 if delay is not None:
@@ -117,14 +113,10 @@ class JobRunner:
         handler = getattr(self, f"stage_{job.stage}")
         return handler(job)
 
-    def _set_job(self, job: BatchJob, **values) -> None:
-        """Update an active job we hold; the WHERE makes a concurrent cancel win."""
-        values.setdefault("updated_at", utcnow())
+    def _move(self, transition, job: BatchJob, *args) -> None:
+        """Apply a transition to an active job we hold; LeaseLost when a concurrent ending won."""
         with self.db.transaction() as session:
-            result = session.execute(update(BatchJob).where(
-                BatchJob.id == job.id, BatchJob.lease_owner == self.owner,
-                BatchJob.status.in_(JOB_ACTIVE)).values(**values))
-            if result.rowcount == 0:
+            if not transition(session, job.id, self.owner, *args):
                 raise LeaseLost(job.id)
 
     def _add_usage(self, job: BatchJob):
@@ -142,8 +134,8 @@ class JobRunner:
 
     # ---- stages ------------------------------------------------------------------------------
     def stage_queued(self, job: BatchJob) -> float | None:
-        self._set_job(job, status="processing", stage="images", started_at=utcnow())
-        self.rt.metrics.jobs.labels(status="processing").inc()
+        self._move(lifecycle.start, job)
+        self.rt.metrics.jobs.labels(status=JobStatus.PROCESSING).inc()
         return None
 
     def stage_images(self, job: BatchJob) -> float | None:
@@ -164,7 +156,7 @@ class JobRunner:
         if helped:
             # the rest are being checked by other processes (leased pages): look again shortly
             return PHOTO_WAIT_SECONDS
-        self._set_job(job, stage="vision")
+        self._move(lifecycle.move, job, JobStage.VISION)
         return None
 
     def check_photo_page(self, job_id: str, job_lease: leases.Lease | None = None) -> int:
@@ -195,7 +187,7 @@ class JobRunner:
         for lot, check in zip(lots, checks):
             valid, missing = check.valid_urls, check.missing_urls
             row = {"id": lot.id, "usable_images": valid, "missing_images": missing, "status": "ready",
-                   "lease_owner": None, "lease_expires_at": None}
+                   **leases.freed()}
             if len(valid) < required_images(len(lot.image_urls), self.settings.image_min_ratio) or not valid:
                 row.update(status="failed", processed_at=utcnow(),
                            error_message=f"not enough usable images: {len(valid)} of {len(lot.image_urls)} "
@@ -215,12 +207,12 @@ class JobRunner:
         with self.db.session() as session:
             job_id = session.scalar(
                 select(BatchLot.job_id).join(BatchJob, BatchJob.id == BatchLot.job_id)
-                .where(BatchJob.stage == "images", BatchJob.status == "processing", BatchLot.status == "pending",
+                .where(lifecycle.checking_photos(), BatchLot.status == "pending",
                        leases.lease_free(BatchLot, utcnow()))
                 .limit(1))
         return job_id is not None and self.check_photo_page(job_id) > 0
 
-    def _stage_paid(self, job: BatchJob, stage: Stage, next_stage: str) -> float | None:
+    def _stage_paid(self, job: BatchJob, stage: Stage) -> float | None:
         add = self._add_usage(job)
         if job.strategy == "direct" or not stage.needs_api:
             state = DirectRunner(self.db, self.rt.ai, stage, self.pool, self.settings.direct_concurrency, self.lease,
@@ -233,13 +225,10 @@ class JobRunner:
         if state == "refused":
             # OpenAI refused the requests as configured: every other lot would be refused (and billed) too
             log.error("job %s: %s", job.id, stage.refused)
-            self.finish(job, "failed", stage.refused)
+            self.finish(job, JobStatus.FAILED, stage.refused)
             return 0.0
         if state == "done":
-            values = {"stage": next_stage}
-            if next_stage == "translation":
-                values["status"] = "translating" if TranslationStage(self.rt.ai, job, 1).needs_api else "processing"
-            self._set_job(job, **values)
+            self._move(lifecycle.move, job, *lifecycle.after(JobStage(job.stage), job.languages))
             return None
         if state == "again":
             return None
@@ -249,42 +238,25 @@ class JobRunner:
 
     def stage_vision(self, job: BatchJob) -> float | None:
         stage = VisionStage(self.rt.ai, job, self.settings.batch_resubmit_attempts + 1)
-        return self._stage_paid(job, stage, "translation")
+        return self._stage_paid(job, stage)
 
     def stage_translation(self, job: BatchJob) -> float | None:
         stage = TranslationStage(self.rt.ai, job, self.settings.batch_resubmit_attempts + 1)
-        return self._stage_paid(job, stage, "finalizing")
+        return self._stage_paid(job, stage)
 
     def stage_finalizing(self, job: BatchJob) -> float | None:
         with self.db.session() as session:
-            counts = lot_counts(session, job.id)
-        status = "completed" if counts.get("completed") else "failed"
-        self.finish(job, status, None if status == "completed" else "No lot could be processed; see each lot's error")
+            counts = lifecycle.lot_counts(session, job.id)
+        self.finish(job, *lifecycle.outcome(counts))
         return 0.0
 
-    def finish(self, job: BatchJob, status: str, error_message: str | None) -> None:
-        """End the job, record its webhook deliveries in the same transaction, and stop its OpenAI work."""
+    def finish(self, job: BatchJob, status: JobStatus, error_message: str | None) -> None:
+        """End the job (see lifecycle.end: counters, ledger and webhook deliveries in one transaction);
+        nothing happens if it has ended already. Its OpenAI work is then stopped by the cancelling stage."""
         now = utcnow()
         with self.db.transaction() as session:
-            result = session.execute(update(BatchJob).where(BatchJob.id == job.id, BatchJob.status.in_(JOB_ACTIVE))
-                                     .values(status=status, stage="cancelling" if status == "failed" else "done",
-                                             completed_at=now, updated_at=now, error_message=error_message,
-                                             estimated_completion=now))
-            if result.rowcount == 0:
+            if lifecycle.end(session, job.id, status, error_message, webhooks.final_hook(self.settings)) is None:
                 return
-            if status != "completed":
-                fail_unfinished_lots(session, job.id, error_message or f"job {status}")
-            # the final counts are part of the ending: a webhook sent (or a crash) right after the commit
-            # must never see the job ended with the counters of a moment before
-            final = self._counters(session, job, final=True)
-            session.execute(update(BatchJob).where(BatchJob.id == job.id).values(**final))
-            # the completed lots are what the per-lot cost estimate divides the day's batch spending by
-            costs.record(session, 0.0, mode="batch", lots=final["processed_lots"])
-            session.flush()
-            ended = session.get(BatchJob, job.id)
-            session.refresh(ended)
-            webhooks.enqueue_deliveries(session, ended, self.settings.webhook_max_retries,
-                                        self.settings.webhook_max_lots_per_delivery)
         self.rt.metrics.jobs.labels(status=status).inc()
         self.rt.metrics.duration.labels(mode="batch").observe((now - job.created_at).total_seconds())
         log.info("job %s %s", job.id, status)
@@ -294,27 +266,22 @@ class JobRunner:
             ShardManager(self.db, self.rt.ai, stage, 1, 1, self.lease, lambda session, usage: None).cancel_open()
         with self.db.transaction() as session:
             self.lease.fence(session)
-            session.execute(update(BatchJob).where(BatchJob.id == job.id, BatchJob.stage == "cancelling")
-                            .values(stage="done"))
+            lifecycle.cancelled_batches_closed(session, job.id)
         return 0.0
 
     def stage_done(self, job: BatchJob) -> float | None:
         return 0.0
 
     # ---- counters ----------------------------------------------------------------------------
-    def _counters(self, session, job: BatchJob, final: bool) -> dict:
-        """The job's counters computed from its lots (the status endpoint only ever reads the job row)."""
-        if final:
-            return final_counters(session, job.id)
-        counts = lot_counts(session, job.id)
+    def _counters(self, session, job: BatchJob) -> dict:
+        """An active job's counters computed from its lots (the status endpoint only ever reads the job row)."""
+        counts = lifecycle.lot_counts(session, job.id)
         completed = counts.get("completed", 0)
         described = counts.get("described", 0)
         failed = counts.get("failed", 0)
         values = {"processed_lots": completed + described, "failed_lots": failed, "translated_lots": completed,
                   "images_checked_lots": job.total_lots - counts.get("pending", 0), "updated_at": utcnow()}
-        images = session.scalar(select(func.coalesce(func.sum(BatchLot.processed_images), 0))
-                                .where(BatchLot.job_id == job.id)) or 0
-        values["total_images_processed"] = int(images)
+        values["total_images_processed"] = lifecycle.processed_images(session, job.id)
         inflight = session.scalar(select(func.coalesce(func.sum(OpenAIBatch.completed_count), 0)).where(
             OpenAIBatch.job_id == job.id, OpenAIBatch.kind == "vision", OpenAIBatch.status.in_(SHARD_OPEN))) or 0
         values["processed_lots"] = min(job.total_lots - failed, values["processed_lots"] + int(inflight))
@@ -324,18 +291,14 @@ class JobRunner:
     def _refresh(self, job: BatchJob) -> None:
         """Bring an active job's counters up to date; an ended job keeps the counts it ended with."""
         with self.db.transaction() as session:
-            session.execute(update(BatchJob).where(BatchJob.id == job.id, BatchJob.status.in_(JOB_ACTIVE))
-                            .values(**self._counters(session, job, final=False)))
+            session.execute(update(BatchJob).where(BatchJob.id == job.id, BatchJob.status.in_(ACTIVE))
+                            .values(**self._counters(session, job)))
 
     def _estimate(self, job: BatchJob, values: dict[str, int]):
         """Project the finish from the share of work done so far; keep the first guess until 5% is done."""
-        needs_translation = TranslationStage(self.rt.ai, job, 1).needs_api
-        units = job.total_lots * (2 if needs_translation else 1)
-        done = values["processed_lots"] + values["failed_lots"] * (2 if needs_translation else 1)
-        if needs_translation:
-            done += values["translated_lots"]
+        fraction = lifecycle.progress(job.total_lots, values["processed_lots"], values["failed_lots"],
+                                      values["translated_lots"], job.languages)
         started = job.started_at or job.created_at
-        fraction = done / units if units else 0
         if fraction < 0.05:
             return job.estimated_completion
         now = utcnow()

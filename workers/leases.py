@@ -25,6 +25,23 @@ def lease_free(model, now):
     return or_(model.lease_expires_at.is_(None), model.lease_expires_at < now)
 
 
+def freed() -> dict[str, None]:
+    """The lease columns of a row given back, for a bulk UPDATE that also writes the row's outcome."""
+    return {"lease_owner": None, "lease_expires_at": None}
+
+
+def keep(row, owner: str, seconds: float) -> None:
+    """Hold a row loaded in the caller's transaction for ``seconds`` more (written at commit)."""
+    row.lease_owner = owner
+    row.lease_expires_at = utcnow() + timedelta(seconds=seconds)
+
+
+def give_back(row) -> None:
+    """Free a row loaded in the caller's transaction (written at commit), with the outcome written beside it."""
+    row.lease_owner = None
+    row.lease_expires_at = None
+
+
 def claim(session: Session, model, due_condition, order_by, limit: int, owner: str, seconds: float) -> list[Any]:
     """Claim up to ``limit`` due rows of ``model``; returns their primary keys. Commits."""
     now = utcnow()

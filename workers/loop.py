@@ -16,7 +16,8 @@ from datetime import timedelta
 
 from sqlalchemy import func, select, update
 
-from database.models import JOB_ACTIVE, BatchJob, WorkerHeartbeat
+from database.models import BatchJob, WorkerHeartbeat
+from services import lifecycle
 from services.clock import utcnow
 from workers.dispatcher import WebhookDispatcher
 from workers.jobs import JobRunner
@@ -134,10 +135,9 @@ class Worker:
         now = utcnow()
         with self.rt.db.session() as session:
             due = session.scalar(select(func.min(BatchJob.next_run_at)).where(
-                BatchJob.status.in_(JOB_ACTIVE) | (BatchJob.stage == "cancelling"),
-                lease_free(BatchJob, now)))
+                lifecycle.wants_worker(), lease_free(BatchJob, now)))
             photos = self.settings.batch_validate_images and session.scalar(
-                select(BatchJob.id).where(BatchJob.stage == "images", BatchJob.status == "processing").limit(1))
+                select(BatchJob.id).where(lifecycle.checking_photos()).limit(1))
         if photos:
             soon = now + timedelta(seconds=PHOTO_HELP_SECONDS)
             due = soon if due is None else min(due, soon)

@@ -7,8 +7,9 @@ from datetime import timedelta
 
 from sqlalchemy import delete, select
 
-from database.models import JOB_ACTIVE, JOB_FINAL, BatchJob, WorkerHeartbeat
+from database.models import BatchJob, WorkerHeartbeat
 from services.clock import utcnow
+from services.lifecycle import ACTIVE, FINAL, JobStatus
 
 log = logging.getLogger(__name__)
 
@@ -35,11 +36,11 @@ class Watchdog:
     def fail_overdue(self) -> int:
         now = utcnow()
         with self.db.session() as session:
-            overdue = session.scalars(select(BatchJob).where(BatchJob.status.in_(JOB_ACTIVE),
+            overdue = session.scalars(select(BatchJob).where(BatchJob.status.in_(ACTIVE),
                                                              BatchJob.deadline_at < now).limit(100)).all()
         for job in overdue:
             hours = self.settings.job_deadline_hours + self.settings.job_deadline_margin_hours
-            self.jobs.finish(job, "failed", f"Job did not finish within its deadline of {hours:g} hours")
+            self.jobs.finish(job, JobStatus.FAILED, f"Job did not finish within its deadline of {hours:g} hours")
             log.warning("job %s failed by the watchdog: deadline passed", job.id)
         return len(overdue)
 
@@ -51,7 +52,7 @@ class Watchdog:
         purged = 0
         while True:
             with self.db.transaction() as session:
-                ids = session.scalars(select(BatchJob.id).where(BatchJob.status.in_(JOB_FINAL),
+                ids = session.scalars(select(BatchJob.id).where(BatchJob.status.in_(FINAL),
                                                                 BatchJob.created_at < cutoff)
                                       .limit(PURGE_JOBS_PER_TRANSACTION)).all()
                 if ids:
