@@ -137,7 +137,8 @@ def daily_totals(db: Database, days: int = 14) -> list[dict[str, Any]]:
     return list(by_day.values())
 
 
-def record_sync(db: Database, dollars: float) -> None:
-    """A described sync lot: its cost and one completed lot on today's ledger row."""
+def record_sync(db: Database, dollars: float, completed: bool = True) -> None:
+    """A sync lot's cost on today's ledger row, and the lot itself when it was described (a request that
+    failed after a paid answer still spent its dollars)."""
     with db.transaction() as session:
-        record(session, dollars, mode="sync", lots=1)
+        record(session, dollars, mode="sync", lots=1 if completed else 0)

@@ -67,23 +67,43 @@ class Generator:
         return result
 
     def translate(self, english: str, languages: list[str]) -> tuple[dict[str, str], Usage]:
-        """English as written, every other language through its own concurrent call."""
+        """English as written, every other language through its own concurrent call.
+
+        When a call fails, the error carries (as ``spent``) what the calls that did answer cost."""
         texts = {code: english for code in languages if is_english(code)}
         others = [code for code in languages if not is_english(code)]
         usage = Usage()
         futures = {code: self._pool.submit(self.ai.translate, english, [code]) for code in others}
+        failure: ServiceError | None = None
         for code, future in futures.items():
-            result = future.result()
+            try:
+                result = future.result()
+            except ServiceError as exc:
+                failure = failure or exc
+                usage.add(getattr(exc, "usage", None) or Usage())  # an unusable answer was still billed
+                continue
             texts[code] = result.texts[code]
             usage.add(result.usage)
+        if failure is not None:
+            failure.spent = usage
+            raise failure
         return texts, usage
 
     def describe(self, lot_id: str, image_urls: list[str], additional_info: str, languages: list[str],
                  checked: ImageCheckResult | None = None) -> LotDescription:
+        """One lot described; a failure after a paid answer carries what was spent as ``error.spent``."""
         checked = checked or self.check_images(image_urls)
         sent = [index for index, check in enumerate(checked.checks) if check.ok]
-        vision = self.ai.describe(checked.valid_urls, additional_info, sent)
-        texts, usage = self.translate(vision.html, languages)
+        try:
+            vision = self.ai.describe(checked.valid_urls, additional_info, sent)
+        except ServiceError as exc:
+            exc.spent = getattr(exc, "usage", None) or Usage()
+            raise
+        try:
+            texts, usage = self.translate(vision.html, languages)
+        except ServiceError as exc:
+            exc.spent.add(vision.usage)
+            raise
         usage.add(vision.usage)
         return LotDescription(lot_id=lot_id, processed_images=len(checked.valid_urls),
                               missing_images=checked.missing_urls, english=vision.html,

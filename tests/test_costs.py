@@ -117,3 +117,16 @@ def test_genservice_estimate_prints_the_estimate(live, image_server, tmp_path, c
     printed = json.loads(capsys.readouterr().out)
     assert printed["total_lots"] == 5 and printed["estimated_cost_usd"] > 0
     assert printed["models"] == {"vision": "gpt-6.1-terra", "translation": "gpt-6-luna"}
+
+
+def test_a_sync_request_that_fails_after_a_paid_answer_still_counts_its_dollars(make_live, sandbox, image_server):
+    live = make_live()
+    api = Api(live.url)
+    # the vision answer comes (and is billed); then OpenAI refuses the translation model's effort
+    sandbox.configure(catalog_overrides={"gpt-6-luna": {"efforts": ["low", "medium", "high", "xhigh", "max"]}})
+    lots = _lots(image_server, 1, prefix="paid")
+    answer = api.generate(lots, languages=["en", "de"])
+    assert answer.status_code == 502, answer.text
+    after = _estimate(api, lots).json()
+    assert after["spent_today_usd"] > 0  # the vision call's dollars are on the day's ledger
+    assert after["basis"].startswith("configured default")  # but no lot was completed

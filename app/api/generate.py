@@ -8,6 +8,7 @@ from app.policies import Limit, Signature, policy
 from app.schemas import parse_generate, parse_url_list
 from services import costs, jobs
 from services.clock import iso, utcnow
+from services.errors import ServiceError
 from services.images import required_images
 from services.lots import GenerateRequest
 
@@ -36,7 +37,13 @@ def generate_descriptions():
     lot = req.lots[0]
     costs.check_budget(rt.db, 1, "sync", s)
     with rt.metrics.duration.labels(mode="sync").time():
-        described = rt.generator.describe(lot.lot_id, lot.image_urls, lot.additional_info, req.languages)
+        try:
+            described = rt.generator.describe(lot.lot_id, lot.image_urls, lot.additional_info, req.languages)
+        except ServiceError as exc:
+            spent = getattr(exc, "spent", None)
+            if spent is not None and spent.cost_usd:
+                costs.record_sync(rt.db, spent.cost_usd, completed=False)
+            raise
     costs.record_sync(rt.db, described.usage.cost_usd)
     rt.metrics.requests.labels(mode="sync").inc()
     return jsonify({
