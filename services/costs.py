@@ -94,19 +94,29 @@ class Estimate:
 
 def estimate(db: Database, lots: int, mode: str, settings, now: datetime | None = None) -> Estimate:
     """The expected cost of ``lots`` lots: sync lots at the standard price, batch lots at the Batch price."""
+    with db.session() as session:
+        return estimate_in(session, lots, mode, settings, now)
+
+
+def estimate_in(session: Session, lots: int, mode: str, settings, now: datetime | None = None) -> Estimate:
     now = now or utcnow()
     default = settings.cost_estimate_per_lot_usd * (1.0 if mode == "sync" else 0.5)
-    with db.session() as session:
-        each, basis = per_lot(session, mode, default, now.date())
-        spent = spent_on(session, now.date())
-        held = reserved(session)
-    return Estimate(lots, mode, each, each * lots, basis, spent, held, settings.max_daily_cost_usd)
+    each, basis = per_lot(session, mode, default, now.date())
+    return Estimate(lots, mode, each, each * lots, basis, spent_on(session, now.date()), reserved(session),
+                    settings.max_daily_cost_usd)
 
 
 def check_budget(db: Database, lots: int, mode: str, settings, now: datetime | None = None) -> Estimate:
     """The estimate of a request, or BudgetExceeded (429) when it would take the day past the budget."""
+    with db.session() as session:
+        return check_budget_in(session, lots, mode, settings, now)
+
+
+def check_budget_in(session: Session, lots: int, mode: str, settings, now: datetime | None = None) -> Estimate:
+    """``check_budget`` in the caller's transaction: a job accepted in that transaction after the check (under
+    the accept lock, see services/jobs.py) counts for the next request's check."""
     now = now or utcnow()
-    found = estimate(db, lots, mode, settings, now)
+    found = estimate_in(session, lots, mode, settings, now)
     if not found.within_budget:
         retry = seconds_to_next_day(now)
         raise BudgetExceeded(

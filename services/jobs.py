@@ -10,7 +10,7 @@ import uuid
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import bindparam, func, insert, select
+from sqlalchemy import bindparam, func, insert, select, text
 from sqlalchemy.orm import Session
 
 from database import Database
@@ -42,22 +42,30 @@ def queued_lots(session: Session) -> int:
     return int(value or 0)
 
 
+# the advisory lock every accept takes on PostgreSQL (any fixed 64-bit number that nothing else uses)
+ACCEPT_LOCK_KEY = 0x67656E5F61636370  # "gen_accp"
+
+
 def create_job(db: Database, req: GenerateRequest, settings, metrics=None) -> BatchJob:
     """Accept a job: refused with 429 when its estimated cost would pass the day's budget, 503 when the queue is full."""
     now = utcnow()
-    estimate = costs.check_budget(db, len(req.lots), "batch", settings, now)
     strategy = choose_strategy(settings.batch_strategy, len(req.lots), settings.direct_max_lots)
     job = BatchJob(
         id=str(uuid.uuid4()), status=JobStatus.PENDING, stage=Stage.QUEUED, strategy=strategy, version=req.version,
         languages=req.languages, total_lots=len(req.lots), processed_lots=0, failed_lots=0, translated_lots=0,
         total_images=sum(len(lot.image_urls) for lot in req.lots), total_images_processed=0,
         webhook_configured=any(lot.webhook for lot in req.lots), input_tokens=0, output_tokens=0,
-        cached_input_tokens=0, reasoning_tokens=0, cost_usd=0.0, estimated_cost_usd=estimate.cost_usd,
+        cached_input_tokens=0, reasoning_tokens=0, cost_usd=0.0, estimated_cost_usd=0.0,
         created_at=now, updated_at=now, next_run_at=now,
         estimated_completion=initial_estimate(now, strategy, len(req.lots), settings.direct_concurrency),
         deadline_at=now + timedelta(hours=settings.job_deadline_hours + settings.job_deadline_margin_hours),
     )
     with db.transaction() as session:
+        if session.get_bind().dialect.name == "postgresql":
+            # one accept at a time, so two jobs arriving together cannot both pass the budget or the queue cap
+            # (each sees the other's lots and estimate only once it is committed); released at commit
+            session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": ACCEPT_LOCK_KEY})
+        job.estimated_cost_usd = costs.check_budget_in(session, len(req.lots), "batch", settings, now).cost_usd
         if queued_lots(session) + len(req.lots) > settings.max_queued_lots:
             raise ServiceError(503, "QUEUE_FULL", "The service has too much queued work to finish this job in time; "
                                "retry later", {"max_queued_lots": settings.max_queued_lots}, retry_after=300)

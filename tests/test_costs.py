@@ -130,3 +130,39 @@ def test_a_sync_request_that_fails_after_a_paid_answer_still_counts_its_dollars(
     after = _estimate(api, lots).json()
     assert after["spent_today_usd"] > 0  # the vision call's dollars are on the day's ledger
     assert after["basis"].startswith("configured default")  # but no lot was completed
+
+
+def test_jobs_accepted_at_the_same_moment_cannot_both_pass_the_budget(pg_database_url, sandbox, image_server,
+                                                                       tmp_path):
+    """Each of two jobs fits the budget alone, both together do not: one is accepted and one refused. Once the
+    first is accepted its estimate is reserved, so later pairs are both refused. (PostgreSQL: the accept lock.)"""
+    import threading
+
+    from app import create_app
+    from tests.conftest import base_config
+    from tests.support.live import LiveServer
+
+    config = {**base_config(pg_database_url, sandbox.url, tmp_path), "MAX_DAILY_COST_USD": "0.05",
+              "COST_ESTIMATE_PER_LOT_USD": "0.01", "WORKER_ENABLED": "false"}
+    app = create_app(config)
+    server = LiveServer(app).start()
+    try:
+        for attempt in range(5):
+            barrier = threading.Barrier(2)
+            statuses = []
+
+            def send(name):
+                lots = _lots(image_server, 6, prefix=f"race{attempt}{name}")  # $0.03 each, at the Batch price
+                client = Api(server.url)
+                barrier.wait()
+                statuses.append(client.generate(lots, languages=["en", "de"]).status_code)
+
+            threads = [threading.Thread(target=send, args=(name,)) for name in "ab"]
+            for thread in threads:
+                thread.start()
+            for thread in threads:
+                thread.join(60)
+            assert sorted(statuses) == ([201, 429] if attempt == 0 else [429, 429]), (attempt, statuses)
+    finally:
+        server.stop()
+        app.extensions["genservice"].close()
