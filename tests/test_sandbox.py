@@ -20,6 +20,7 @@ from openai.types.responses import Response
 
 from services.sandbox import SandboxConfig, SandboxServer
 from services.sandbox.schema_fill import fill_schema
+from tests.support.sandbox_fixtures import clean, client, sandbox  # noqa: F401  (fixtures)
 
 ALLOWED_TAGS = {"p", "ul", "li", "strong", "h3"}
 TRANSLATION_SCHEMA = {
@@ -54,24 +55,6 @@ REPORT_SCHEMA = {
 
 
 # fixtures and helpers
-
-@pytest.fixture(scope="module")
-def sandbox():
-    with SandboxServer(port=0) as server:
-        yield server
-
-
-@pytest.fixture(autouse=True)
-def clean(sandbox):
-    sandbox.reset()
-    yield
-
-
-@pytest.fixture
-def client(sandbox):
-    with OpenAI(api_key="sk-test", base_url=sandbox.url, max_retries=0, _strict_response_validation=True) as c:
-        yield c
-
 
 @pytest.fixture
 def http(sandbox):

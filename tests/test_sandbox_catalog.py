@@ -18,6 +18,7 @@ from services.sandbox import SandboxServer
 from services.sandbox.__main__ import parse_args
 from services.sandbox.catalog import CATALOG_PATH, base_catalog
 from services.sandbox.prompt_cache import PromptCache
+from tests.support.sandbox_fixtures import clean, client, sandbox  # noqa: F401  (fixtures)
 
 GPT6_ALL = ["none", "low", "medium", "high", "xhigh", "max"]
 GPT6_NO_NONE = ["low", "medium", "high", "xhigh", "max"]
@@ -32,24 +33,6 @@ SAMPLING = {"temperature": 0.2, "top_p": 0.9, "top_logprobs": 2}
 PHOTO = "https://img.example/lot-1/front.jpg"
 SCHEMA = {"type": "object", "properties": {"summary_html": {"type": "string"}}, "required": ["summary_html"],
           "additionalProperties": False}
-
-
-@pytest.fixture(scope="module")
-def sandbox():
-    with SandboxServer(port=0) as server:
-        yield server
-
-
-@pytest.fixture(autouse=True)
-def clean(sandbox):
-    sandbox.reset()
-    yield
-
-
-@pytest.fixture
-def client(sandbox):
-    with OpenAI(api_key="sk-test", base_url=sandbox.url, max_retries=0, _strict_response_validation=True) as c:
-        yield c
 
 
 @pytest.fixture
