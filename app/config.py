@@ -133,6 +133,10 @@ class Settings(BaseSettings):
     first_shared_key: str | None = env("SHARED_KEY", None, "HMAC key for requests and webhooks; required, at least 32 "
                                        "characters outside debug (`python main.py` makes a development key)")
     shared_keys: Items = env("SHARED_KEYS", (), "more accepted keys, comma-separated, for rotation")
+    reference_signatures: Flag = env("REFERENCE_SIGNATURES", True, "the implicit client (`SHARED_KEY`) accepts the "
+                                     "reference's signatures besides GS2; `false`: GS2 only")
+    webhook_secret: str | None = env("WEBHOOK_SECRET", None, "the implicit client's `whsec_` webhook secret (unset: "
+                                     "derived from `SHARED_KEY`; `genservice clients list` shows it)")
     admin_token: str | None = env("ADMIN_TOKEN", None, "enables the job dashboard at `/dashboard`")
     # OpenAI
     openai_api_key: str | None = env("OPENAI_API_KEY", None, "without it the service refuses to start, unless "

@@ -46,12 +46,15 @@ def queued_lots(session: Session) -> int:
 ACCEPT_LOCK_KEY = 0x67656E5F61636370  # "gen_accp"
 
 
-def create_job(db: Database, req: GenerateRequest, settings, metrics=None) -> BatchJob:
-    """Accept a job: refused with 429 when its estimated cost would pass the day's budget, 503 when the queue is full."""
+def create_job(db: Database, req: GenerateRequest, settings, metrics=None, client_id: str = "default",
+               idempotency_key: str | None = None) -> BatchJob:
+    """Accept a job for a client: refused with 429 when its estimated cost would pass the day's budget, 503
+    when the queue is full. With an ``idempotency_key``, the job records it (unique per client), so a retry
+    that finds no saved answer (its first attempt died after the commit) finds the job instead."""
     now = utcnow()
     strategy = choose_strategy(settings.batch_strategy, len(req.lots), settings.direct_max_lots)
     job = BatchJob(
-        id=str(uuid.uuid4()), status=JobStatus.PENDING, stage=Stage.QUEUED, strategy=strategy, version=req.version,
+        id=str(uuid.uuid4()), client_id=client_id, idempotency_key=idempotency_key, status=JobStatus.PENDING, stage=Stage.QUEUED, strategy=strategy, version=req.version,
         languages=req.languages, total_lots=len(req.lots), processed_lots=0, failed_lots=0, translated_lots=0,
         total_images=sum(len(lot.image_urls) for lot in req.lots), total_images_processed=0,
         webhook_configured=any(lot.webhook for lot in req.lots), input_tokens=0, output_tokens=0,
@@ -180,15 +183,23 @@ def list_item_view(job: BatchJob) -> dict[str, Any]:
 
 
 JOB_SNAPSHOT = select(*SNAPSHOT_COLUMNS).where(BatchJob.id == bindparam("job_id"))
+CLIENT_JOB_SNAPSHOT = JOB_SNAPSHOT.where(BatchJob.client_id == bindparam("client_id"))
 
 
-def get_job(db: Database, job_id: str) -> JobSnapshot:
+def get_job(db: Database, job_id: str, client_id: str | None = None) -> JobSnapshot:
     """The job as it is now, read in one statement: clients poll the status endpoint hard, so it costs
     one round trip, and neither a transaction nor an ORM session nor SQLAlchemy's per-call machinery
-    (the statement is compiled once per database, see OneRowQuery)."""
+    (the statement is compiled once per database, see OneRowQuery).
+
+    With ``client_id`` (every API view passes the caller's), another client's job is not found: 404,
+    the same answer as for a job that does not exist, so its existence is not revealed either.
+    """
     if not isinstance(job_id, str) or len(job_id) > 64:
         raise job_not_found(job_id)
-    row = db.one_row_query(JOB_SNAPSHOT).one_or_none(job_id=job_id)
+    if client_id is None:
+        row = db.one_row_query(JOB_SNAPSHOT).one_or_none(job_id=job_id)
+    else:
+        row = db.one_row_query(CLIENT_JOB_SNAPSHOT).one_or_none(job_id=job_id, client_id=client_id)
     if row is None:
         raise job_not_found(job_id)
     return JobSnapshot(*row)
@@ -196,6 +207,9 @@ def get_job(db: Database, job_id: str) -> JobSnapshot:
 
 def job_not_found(job_id: str) -> ServiceError:
     return ServiceError(404, "JOB_NOT_FOUND", f"Job {job_id} not found", {"job_id": job_id})
+
+
+LIST_PARAMETERS = frozenset({"status", "limit", "offset", "created_after", "created_before"})
 
 
 def parse_list_filters(args) -> dict[str, Any]:
@@ -210,6 +224,12 @@ def parse_list_filters(args) -> dict[str, Any]:
             raise ServiceError(400, "VALIDATION_ERROR", f"'{name}' must be an ISO 8601 timestamp",
                                {"field": name}) from None
 
+    unknown = sorted(set(args) - LIST_PARAMETERS)
+    if unknown:
+        # refused rather than ignored: the reference's scheme signs the raw query string, so a query that
+        # is anything but these parameters (a job id, say, whose signature a poller sends) lists nothing
+        raise ServiceError(400, "VALIDATION_ERROR", f"Unknown query parameter {unknown[0][:64]!r}: the listing takes "
+                           f"{', '.join(sorted(LIST_PARAMETERS))}", {"field": unknown[0][:64]})
     status = args.get("status") or None
     if status is not None and status not in tuple(JobStatus):
         raise ServiceError(400, "VALIDATION_ERROR", f"'status' must be one of {', '.join(JobStatus)}",
@@ -219,10 +239,11 @@ def parse_list_filters(args) -> dict[str, Any]:
 
 
 def list_jobs(db: Database, status: str | None, limit: int, offset: int, created_after: datetime | None,
-              created_before: datetime | None) -> dict[str, Any]:
+              created_before: datetime | None, client_id: str | None = None) -> dict[str, Any]:
+    """One page of jobs, newest first; with ``client_id``, that client's only."""
     query = select(BatchJob)
     count = select(func.count()).select_from(BatchJob)
-    conditions = []
+    conditions = [] if client_id is None else [BatchJob.client_id == client_id]
     if status:
         conditions.append(BatchJob.status == status)
     if created_after:
@@ -241,15 +262,16 @@ def list_jobs(db: Database, status: str | None, limit: int, offset: int, created
     }
 
 
-def cancel_job(db: Database, job_id: str, on_final=None) -> dict[str, Any]:
+def cancel_job(db: Database, job_id: str, on_final=None, client_id: str | None = None) -> dict[str, Any]:
     """Cancel an active job now; the worker then cancels its OpenAI batches and sends the webhooks.
 
-    ``on_final(session, job)`` runs in the same transaction (it records the webhook deliveries).
+    ``on_final(session, job)`` runs in the same transaction (it records the webhook deliveries). With
+    ``client_id``, another client's job is not found (404).
     """
     with db.transaction() as session:
         job = session.scalars(select(BatchJob).where(BatchJob.id == job_id).with_for_update()).first() \
             if isinstance(job_id, str) and len(job_id) <= 64 else None
-        if job is None:
+        if job is None or (client_id is not None and job.client_id != client_id):
             raise job_not_found(job_id)
         ended = lifecycle.cancel(session, job.id, on_final) if job.is_active else None
         if ended is None:

@@ -261,9 +261,11 @@ def parse_page(args) -> dict[str, int]:
     return page_params(args, LIST_LIMIT_DEFAULT, LIST_LIMIT_MAX)
 
 
-def job_deliveries(db: Database, job_id: str, limit: int = LIST_LIMIT_DEFAULT, offset: int = 0) -> dict[str, Any]:
-    """A job's deliveries (oldest first) with every attempt; 404 JOB_NOT_FOUND for an unknown job."""
-    job = get_job(db, job_id)
+def job_deliveries(db: Database, job_id: str, limit: int = LIST_LIMIT_DEFAULT, offset: int = 0,
+                   client_id: str | None = None) -> dict[str, Any]:
+    """A job's deliveries (oldest first) with every attempt; 404 JOB_NOT_FOUND for an unknown job (or, with
+    ``client_id``, another client's)."""
+    job = get_job(db, job_id, client_id)
     with db.session() as session:
         total = session.scalar(select(func.count()).select_from(WebhookDelivery)
                                .where(WebhookDelivery.batch_job_id == job.id)) or 0
@@ -300,16 +302,21 @@ def _delivery_key(delivery_id: str) -> int:
     return int(delivery_id)
 
 
-def redeliver(db: Database, delivery_id: str, budget: int) -> dict[str, Any]:
+def redeliver(db: Database, delivery_id: str, budget: int, client_id: str | None = None) -> dict[str, Any]:
     """Put a delivered or failed delivery back in the queue with ``budget`` more attempts.
 
     It keeps its webhook-id, so a receiver that deduplicates will see it as the same message;
-    409 DELIVERY_PENDING while it is still queued (its own retries are not cut short), 404 if unknown.
+    409 DELIVERY_PENDING while it is still queued (its own retries are not cut short), 404 if unknown
+    (or, with ``client_id``, a delivery of another client's job).
     """
     key = _delivery_key(delivery_id)
     now = utcnow()
     with db.transaction() as session:
         delivery = session.get(WebhookDelivery, key, with_for_update=True)
+        if delivery is not None and client_id is not None:
+            owner = session.scalar(select(BatchJob.client_id).where(BatchJob.id == delivery.batch_job_id))
+            if owner != client_id:
+                delivery = None
         if delivery is None:
             raise delivery_not_found(delivery_id)
         if delivery.status == "pending":

@@ -4,6 +4,7 @@ from __future__ import annotations
 from flask import Response, jsonify, request, stream_with_context
 
 from app.api import bp, runtime
+from app.auth import current_client
 from app.policies import Limit, Signature, policy
 from services import jobs, results, webhooks
 from services.clock import iso
@@ -11,7 +12,7 @@ from services.errors import ServiceError
 
 
 def _job(job_id: str):
-    return jobs.get_job(runtime().db, job_id)
+    return jobs.get_job(runtime().db, job_id, current_client().id)
 
 
 @bp.get("/batch-status/<job_id>")
@@ -73,14 +74,14 @@ def batch_results_download(job_id: str):
 @policy(signature=Signature.QUERY, limit=Limit.POLLING)
 def batch_jobs():
     filters = jobs.parse_list_filters(request.args)
-    return jsonify(jobs.list_jobs(runtime().db, **filters))
+    return jsonify(jobs.list_jobs(runtime().db, **filters, client_id=current_client().id))
 
 
 @bp.post("/batch-jobs/<job_id>/cancel")
 @policy(signature=Signature.JOB_ID, limit=Limit.POLLING)
 def cancel(job_id: str):
     rt = runtime()
-    answer = jobs.cancel_job(rt.db, job_id, on_final=webhooks.final_hook(rt.settings))
+    answer = jobs.cancel_job(rt.db, job_id, on_final=webhooks.final_hook(rt.settings), client_id=current_client().id)
     rt.metrics.jobs.labels(status="cancelled").inc()
     if rt.worker is not None:
         rt.worker.wake()

@@ -18,6 +18,10 @@ class BatchJob(Base):
     __tablename__ = "batch_jobs"
 
     id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    # the client whose key created it ("default": the implicit client of SHARED_KEY); no other client sees it
+    client_id: Mapped[str] = mapped_column(String(64), default="default", server_default="default")
+    # the Idempotency-Key it was created with, so a retry after a crash finds it rather than making another
+    idempotency_key: Mapped[str | None] = mapped_column(String(255))
     status: Mapped[str] = mapped_column(String(16), default="pending", index=True)
     # where the state machine stands: queued, images, vision, translation, finalizing, done
     stage: Mapped[str] = mapped_column(String(24), default="queued")
@@ -54,7 +58,9 @@ class BatchJob(Base):
     lease_owner: Mapped[str | None] = mapped_column(String(64))
     lease_expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
-    __table_args__ = (Index("ix_batch_jobs_due", "status", "next_run_at"),)
+    __table_args__ = (Index("ix_batch_jobs_due", "status", "next_run_at"),
+                      Index("ix_batch_jobs_client_created", "client_id", "created_at"),
+                      UniqueConstraint("client_id", "idempotency_key", name="uq_batch_jobs_client_idempotency_key"))
 
     @property
     def is_active(self) -> bool:
@@ -70,6 +76,7 @@ class JobSnapshot:
     """A job as its views show it, read in one statement and attached to no session: what the status,
     results and delivery endpoints answer from (the worker's bookkeeping columns are left out)."""
     id: str
+    client_id: str
     status: str
     stage: str
     strategy: str
