@@ -2,7 +2,7 @@
 
 The API commands (``sign``, ``submit``, ``estimate``, ``jobs``, ``status``, ``results``, ``cancel``,
 ``deliveries``, ``redeliver``) need only this package and ``requests``. The server commands
-(``serve``, ``worker``, ``sandbox``) live in :mod:`app.cli`, imported only when one of them runs, so
+(``serve``, ``worker``, ``sandbox``, ``clients``) live in :mod:`app.cli`, imported only when one of them runs, so
 calling the API never loads Flask or the server. Exit codes: 0 success, 1 the API answered with an
 error (its JSON is printed on stderr) or could not be reached, 2 a usage error (bad arguments or
 input file).
@@ -19,7 +19,8 @@ from typing import Any, Callable, Sequence, TextIO
 
 import requests
 
-from genclient.client import DEFAULT_URL, FINAL_STATUSES, ApiError, GenerationClient, WaitTimeout, sign, sign_lots
+from genclient.client import (DEFAULT_URL, FINAL_STATUSES, GS2, IMPLICIT_CLIENT, REFERENCE, ApiError,
+                              GenerationClient, WaitTimeout, sign, sign_lots)
 from genclient.lots import UsageError, load_request, parse_languages, print_json, write_results
 
 DEV_KEY_FILE = "dev_shared_key"
@@ -33,10 +34,12 @@ def dev_key_path() -> Path:
 
 
 def resolve_key(given: str | None) -> str:
-    """--key, else SHARED_KEY (or the first of SHARED_KEYS), else the key `python main.py` created."""
+    """--key, else GENSERVICE_KEY, else SHARED_KEY (or the first of SHARED_KEYS), else the key `python main.py`
+    created."""
     if given:
         return given
-    env_key = os.environ.get("SHARED_KEY", "").strip() or os.environ.get("SHARED_KEYS", "").split(",")[0].strip()
+    env_key = (os.environ.get("GENSERVICE_KEY", "").strip() or os.environ.get("SHARED_KEY", "").strip()
+               or os.environ.get("SHARED_KEYS", "").split(",")[0].strip())
     if env_key:
         return env_key
     dev_key = dev_key_path()
@@ -88,7 +91,18 @@ class ProgressBar:
 # ---- API commands -------------------------------------------------------------------------------
 
 def client_from(args: argparse.Namespace) -> GenerationClient:
-    return GenerationClient(resolve_key(args.key), args.url, timeout=args.timeout)
+    """A client signing as --client-id/--key-id (or GENSERVICE_CLIENT_ID/GENSERVICE_KEY_ID) with the key, or as
+    the implicit client when no client id is given; --reference-signature signs the reference's way."""
+    key = resolve_key(args.key)
+    client_id = args.client_id or os.environ.get("GENSERVICE_CLIENT_ID", "").strip() or None
+    key_id = args.key_id or os.environ.get("GENSERVICE_KEY_ID", "").strip() or None
+    scheme = REFERENCE if args.reference_signature else GS2
+    if client_id in (None, IMPLICIT_CLIENT):
+        return GenerationClient(key, args.url, key_id=key_id, scheme=scheme, timeout=args.timeout)
+    if key_id is None:
+        raise UsageError(f"client {client_id} needs its key id: pass --key-id or set GENSERVICE_KEY_ID")
+    return GenerationClient(base_url=args.url, client_id=client_id, key_id=key_id, secret=key, scheme=scheme,
+                            timeout=args.timeout)
 
 
 def cmd_sign(args: argparse.Namespace) -> int:
@@ -228,6 +242,12 @@ def run_sandbox(argv: list[str]) -> int:
     return sandbox(argv)
 
 
+def run_clients(argv: list[str]) -> int:
+    from app.cli import run_clients as manage
+
+    return manage(argv)
+
+
 # ---- parser -------------------------------------------------------------------------------------
 
 def positive_float(value: str) -> float:
@@ -240,7 +260,14 @@ def positive_float(value: str) -> float:
 def add_client_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--url", default=os.environ.get("GENSERVICE_URL", DEFAULT_URL),
                         help="service base URL (default: $GENSERVICE_URL or %(default)s)")
-    parser.add_argument("--key", help="shared key (default: $SHARED_KEY, else instance/dev_shared_key)")
+    parser.add_argument("--key", help="the key's secret (default: $GENSERVICE_KEY, else $SHARED_KEY, else "
+                                      "instance/dev_shared_key)")
+    parser.add_argument("--client-id", help="sign as this client (default: $GENSERVICE_CLIENT_ID, else the implicit "
+                                            "client 'default' of SHARED_KEY)")
+    parser.add_argument("--key-id", help="the key's id, as `genservice clients add` printed it (default: "
+                                         "$GENSERVICE_KEY_ID; for the implicit client, derived from the key)")
+    parser.add_argument("--reference-signature", action="store_true",
+                        help="sign the reference's way (X-Signature) instead of GS2")
     parser.add_argument("--timeout", type=positive_float, default=60.0, help="seconds per HTTP call (default 60)")
 
 
@@ -268,6 +295,10 @@ def build_parser() -> argparse.ArgumentParser:
                       "genservice sandbox -h)",
                       client=False, add_help=False)
     sandbox.add_argument("sandbox_args", nargs=argparse.REMAINDER)
+    clients = command("clients", lambda args: run_clients(args.clients_args),
+                      "manage the API's clients in the database (DATABASE_URL): add, list, rotate-key, disable, "
+                      "enable, set (options: genservice clients -h)", client=False, add_help=False)
+    clients.add_argument("clients_args", nargs=argparse.REMAINDER)
 
     sign_cmd = command("sign", cmd_sign, "print the sha256=<hex> signature of a lots file, a job id or a string",
                        client=False)
@@ -316,6 +347,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if argv[:1] == ["sandbox"]:
         # its options belong to the sandbox's own parser, which argparse.REMAINDER would not pass on intact
         return run_sandbox(argv[1:])
+    if argv[:1] == ["clients"]:
+        # a server command with its own parser (app.cli), loaded only now
+        return run_clients(argv[1:])
     args = build_parser().parse_args(argv)
     try:
         return args.handler(args)

@@ -1,10 +1,13 @@
 """A typed Python client for the Generation Service API.
 
-Every request is signed the way the API reference prescribes: a generate request carries the
-HMAC of its compact, key-sorted ``lots`` in the body; job endpoints sign the job id; the job list
-signs its raw query string, taken from the prepared request so it is exactly the one sent. Any
-answer outside the expected status codes raises :class:`ApiError`; network failures surface as
-``requests`` exceptions.
+Every request is signed with GS2 (``Authorization: GS2-HMAC-SHA256 ...``): the method, the path and
+query string exactly as sent, a timestamp, a fresh nonce and the SHA-256 of the body bytes, which are
+serialized once, signed and sent as they are. A bare shared key signs GS2 as the implicit client
+``default``. ``scheme="reference"`` signs the way the API reference prescribes instead: a generate
+request carries the HMAC of its compact, key-sorted ``lots`` in the body; job endpoints sign the job
+id; the job list signs its raw query string, taken from the prepared request so it is exactly the one
+sent. Any answer outside the expected status codes raises :class:`ApiError`; network failures
+surface as ``requests`` exceptions.
 
 This module depends on ``requests`` only: neither Flask nor the server's packages (app, services,
 database, workers) are imported, so it works, and can be copied, wherever ``requests`` is installed.
@@ -16,6 +19,7 @@ import hmac
 import json
 import os
 import re
+import secrets
 import time
 from datetime import datetime
 from pathlib import Path
@@ -28,7 +32,7 @@ __all__ = ["DEFAULT_URL", "USER_AGENT", "API", "FINAL_STATUSES", "Image", "Lot",
            "SyncAnswer", "JobAccepted", "Progress", "ProcessingDetails", "JobStatus", "ProcessingSummary",
            "ResultsBody", "JobResults", "JobListItem", "Pagination", "JobList", "CancelAnswer", "DeliveryAttempt",
            "Delivery", "DeliveryList", "ApiError", "WaitTimeout", "canonical_lots", "sign", "sign_lots", "make_lot",
-           "GenerationClient"]
+           "GS2", "REFERENCE", "IMPLICIT_CLIENT", "implicit_key_id", "gs2_authorization", "GenerationClient"]
 
 DEFAULT_URL = "http://127.0.0.1:5000"
 USER_AGENT = "genservice-client/2.0"
@@ -267,6 +271,33 @@ def sign_lots(key: str, lots: Any) -> str:
     return sign(key, canonical_lots(lots))
 
 
+#: the signature schemes a client can use
+GS2 = "GS2-HMAC-SHA256"
+REFERENCE = "reference"
+#: the client a bare SHARED_KEY belongs to
+IMPLICIT_CLIENT = "default"
+
+
+def implicit_key_id(shared_key: str) -> str:
+    """The key id of a shared key in GS2 credentials: a fingerprint that reveals nothing of the key."""
+    return "sk_" + hashlib.sha256(b"genservice key id\n" + shared_key.encode()).hexdigest()[:16]
+
+
+def gs2_authorization(secret: str, client_id: str, key_id: str, method: str, path: str, query: str = "",
+                      body: bytes = b"", *, timestamp: int | None = None, nonce: str | None = None) -> str:
+    """The ``Authorization`` header of one request: HMAC-SHA256, under a key derived from ``secret``, of the
+    scheme's name, the credential, timestamp, nonce, method, path and raw query as sent and the body's
+    SHA-256, one per line. Each request needs its own (a new nonce); the service refuses a signature seen
+    before or more than 5 minutes from its clock."""
+    timestamp = int(time.time()) if timestamp is None else timestamp
+    nonce = nonce or secrets.token_urlsafe(18)
+    signing_key = hmac.new(secret.encode(), b"GS2-HMAC-SHA256 signing key", hashlib.sha256).digest()
+    lines = [GS2, f"{client_id}/{key_id}", str(timestamp), nonce, method.upper(), path, query,
+             hashlib.sha256(body).hexdigest()]
+    signature = hmac.new(signing_key, "\n".join(lines).encode(), hashlib.sha256).hexdigest()
+    return f"{GS2} Credential={client_id}/{key_id}, Timestamp={timestamp}, Nonce={nonce}, Signature={signature}"
+
+
 def make_lot(lot_id: str, image_urls: Iterable[str], additional_info: str = "", webhook: str | None = None) -> Lot:
     lot: Lot = {"lot_id": lot_id, "additional_info": additional_info, "images": [{"url": u} for u in image_urls]}
     if webhook:
@@ -279,16 +310,37 @@ def make_lot(lot_id: str, image_urls: Iterable[str], additional_info: str = "", 
 class GenerationClient:
     """Signed calls to one Generation Service.
 
-    ``timeout`` applies to every call but the synchronous generate, which may take up to
-    ``sync_timeout`` seconds (the service answers within 300 s).
+    Who signs:
+
+    * ``GenerationClient(shared_key, url)``: the deployment's ``SHARED_KEY``, i.e. the implicit client
+      ``default`` (its key id is derived from the key);
+    * ``GenerationClient(base_url=url, client_id="auction-a", key_id="key_...", secret="gsk_...")``: a
+      client added with ``genservice clients add`` and the key that printed.
+
+    Every request is signed with GS2; ``scheme="reference"`` signs the reference's way instead
+    (``X-Signature`` and the body's ``signature``), which the implicit client and clients added with
+    ``--reference-scheme`` accept. ``timeout`` applies to every call but the synchronous generate, which may
+    take up to ``sync_timeout`` seconds (the service answers within 300 s).
     """
 
-    def __init__(self, shared_key: str, base_url: str = DEFAULT_URL, *, timeout: float = 60.0,
+    def __init__(self, shared_key: str | None = None, base_url: str = DEFAULT_URL, *, client_id: str | None = None,
+                 key_id: str | None = None, secret: str | None = None, scheme: str = GS2, timeout: float = 60.0,
                  sync_timeout: float = 310.0, session: requests.Session | None = None,
                  user_agent: str = USER_AGENT):
-        if not shared_key:
-            raise ValueError("shared_key is required")
-        self.key = shared_key
+        if shared_key and secret:
+            raise ValueError("give either shared_key or secret, not both")
+        if not (shared_key or secret):
+            raise ValueError("a key is required: shared_key, or client_id, key_id and secret")
+        if scheme not in (GS2, REFERENCE):
+            raise ValueError(f"scheme must be {GS2!r} or {REFERENCE!r}")
+        self.client_id = client_id or IMPLICIT_CLIENT
+        if shared_key and self.client_id != IMPLICIT_CLIENT:
+            raise ValueError("a shared key belongs to the implicit client 'default'; pass a client's key as secret")
+        self.key = shared_key or secret
+        if key_id is None and self.client_id != IMPLICIT_CLIENT:
+            raise ValueError(f"key_id is required for client {self.client_id!r}")
+        self.key_id = key_id or implicit_key_id(self.key)
+        self.scheme = scheme
         self.base_url = base_url.rstrip("/")
         self.timeout = timeout
         self.sync_timeout = sync_timeout
@@ -305,16 +357,20 @@ class GenerationClient:
         self.close()
 
     # -- generation --------------------------------------------------------------------------------
-    def generate_sync(self, lot: Lot, languages: Sequence[str] = ("en",), version: str = "1.0.0") -> SyncAnswer:
+    def generate_sync(self, lot: Lot, languages: Sequence[str] = ("en",), version: str = "1.0.0", *,
+                      idempotency_key: str | None = None) -> SyncAnswer:
         """Describe one lot now (200)."""
-        return self._generate([lot], languages, version, expect=200, timeout=self.sync_timeout)
+        return self._generate([lot], languages, version, expect=200, timeout=self.sync_timeout,
+                              headers=_idempotency(idempotency_key))
 
-    def create_batch(self, lots: Sequence[Lot], languages: Sequence[str] = ("en",),
-                     version: str = "1.0.0") -> JobAccepted:
-        """Queue 2 or more lots as a batch job (201)."""
+    def create_batch(self, lots: Sequence[Lot], languages: Sequence[str] = ("en",), version: str = "1.0.0", *,
+                     idempotency_key: str | None = None) -> JobAccepted:
+        """Queue 2 or more lots as a batch job (201). Send the same ``idempotency_key`` when retrying after a
+        network failure, so the retry answers with the first job instead of creating a second one."""
         if len(lots) < 2:
             raise ValueError("a batch job needs at least 2 lots; use generate_sync for one")
-        return self._generate(list(lots), languages, version, expect=201, timeout=self.timeout)
+        return self._generate(list(lots), languages, version, expect=201, timeout=self.timeout,
+                              headers=_idempotency(idempotency_key))
 
     def estimate(self, lots: Sequence[Lot], languages: Sequence[str] = ("en",),
                  version: str = "1.0.0") -> dict[str, Any]:
@@ -322,10 +378,11 @@ class GenerationClient:
         return self._generate(list(lots), languages, version, expect=200, timeout=self.timeout, route="estimate")
 
     def _generate(self, lots: list, languages: Sequence[str], version: str, expect: int, timeout: float,
-                  route: str = "generate-descriptions"):
-        body = {"signature": sign_lots(self.key, lots), "version": version, "languages": list(languages),
-                "lots": lots}
-        response = self._send("POST", f"{API}/{route}", json_body=body, timeout=timeout)
+                  route: str = "generate-descriptions", headers: Mapping[str, str] | None = None):
+        body = {"version": version, "languages": list(languages), "lots": lots}
+        if self.scheme == REFERENCE:
+            body = {"signature": sign_lots(self.key, lots), **body}
+        response = self._send("POST", f"{API}/{route}", json_body=body, timeout=timeout, headers=headers)
         return self._json(response, expect)
 
     # -- polling -----------------------------------------------------------------------------------
@@ -361,10 +418,11 @@ class GenerationClient:
                   "created_after": _iso(created_after), "created_before": _iso(created_before)}
         query = urlencode([(k, v) for k, v in params.items() if v is not None])
         path = f"{API}/batch-jobs" + (f"?{query}" if query else "")
-        return self._json(self._send("GET", path, sign_query=True), 200)
+        return self._json(self._send("GET", path, reference_message=_QUERY), 200)
 
-    def cancel(self, job_id: str) -> CancelAnswer:
-        return self._json(self._job_call("POST", "batch-jobs", job_id, suffix="/cancel"), 200)
+    def cancel(self, job_id: str, *, idempotency_key: str | None = None) -> CancelAnswer:
+        return self._json(self._job_call("POST", "batch-jobs", job_id, suffix="/cancel",
+                                         headers=_idempotency(idempotency_key)), 200)
 
     def webhook_deliveries(self, job_id: str, limit: int | None = None, offset: int | None = None) -> DeliveryList:
         """The webhook deliveries recorded for a job, oldest first, with their attempts."""
@@ -372,11 +430,11 @@ class GenerationClient:
         suffix = "/webhook-deliveries" + (f"?{query}" if query else "")
         return self._json(self._job_call("GET", "batch-jobs", job_id, suffix=suffix), 200)
 
-    def redeliver(self, delivery_id: int | str) -> Delivery:
+    def redeliver(self, delivery_id: int | str, *, idempotency_key: str | None = None) -> Delivery:
         """Queue a delivered or failed webhook once more (signed with the delivery id); 409 while it is pending."""
         message = str(delivery_id)
         response = self._send("POST", f"{API}/webhook-deliveries/{quote(message, safe='')}/redeliver",
-                              signature=sign(self.key, message))
+                              reference_message=message, headers=_idempotency(idempotency_key))
         return self._json(response, 200, 201, 202)
 
     def wait(self, job_id: str, poll_interval: float = 2.0, timeout: float | None = None,
@@ -408,19 +466,31 @@ class GenerationClient:
             time.sleep(pause)
 
     # -- transport ---------------------------------------------------------------------------------
-    def _job_call(self, method: str, resource: str, job_id: str, suffix: str = "", stream: bool = False):
+    def _job_call(self, method: str, resource: str, job_id: str, suffix: str = "", stream: bool = False,
+                  headers: Mapping[str, str] | None = None):
         path = f"{API}/{resource}/{quote(job_id, safe='')}{suffix}"
-        return self._send(method, path, signature=sign(self.key, job_id), stream=stream)
+        return self._send(method, path, reference_message=job_id, stream=stream, headers=headers)
 
-    def _send(self, method: str, path: str, *, json_body: Any = None, signature: str | None = None,
-              sign_query: bool = False, stream: bool = False, timeout: float | None = None) -> requests.Response:
-        headers = {"Accept": "application/json"}
-        if signature is not None:
-            headers["X-Signature"] = signature
-        request = requests.Request(method, self.base_url + path, headers=headers, json=json_body)
-        prepared = self.session.prepare_request(request)
-        if sign_query:
-            prepared.headers["X-Signature"] = sign(self.key, urlsplit(prepared.url).query)
+    def _send(self, method: str, path: str, *, json_body: Any = None, reference_message: str | None = None,
+              stream: bool = False, timeout: float | None = None,
+              headers: Mapping[str, str] | None = None) -> requests.Response:
+        """Send one request, signed as the client's scheme says. ``reference_message`` is what the reference's
+        scheme signs in X-Signature (``_QUERY``: the query string as sent); GS2 signs the request itself."""
+        all_headers = {"Accept": "application/json", **(headers or {})}
+        body = None
+        if json_body is not None:
+            # serialized once: these bytes are hashed into the signature and sent as they are
+            body = json.dumps(json_body, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+            all_headers["Content-Type"] = "application/json"
+        prepared = self.session.prepare_request(requests.Request(method, self.base_url + path, headers=all_headers,
+                                                                 data=body))
+        sent = urlsplit(prepared.url)
+        if self.scheme == GS2:
+            prepared.headers["Authorization"] = gs2_authorization(self.key, self.client_id, self.key_id, method,
+                                                                  sent.path, sent.query, body or b"")
+        elif reference_message is not None:
+            message = sent.query if reference_message is _QUERY else reference_message
+            prepared.headers["X-Signature"] = sign(self.key, message)
         settings = self.session.merge_environment_settings(prepared.url, {}, stream, None, None)
         return self.session.send(prepared, timeout=timeout or self.timeout, **settings)
 
@@ -433,6 +503,14 @@ class GenerationClient:
         except ValueError:
             raise ApiError(response.status_code, "INVALID_RESPONSE",
                            f"expected JSON, got {response.headers.get('Content-Type')!r}") from None
+
+
+def _idempotency(key: str | None) -> dict[str, str]:
+    return {"Idempotency-Key": key} if key else {}
+
+
+#: stands for "the query string as sent" where the reference's scheme signs it
+_QUERY = object()
 
 
 def _iso(value: str | datetime | None) -> str | None:

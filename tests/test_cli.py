@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -17,6 +18,7 @@ from sqlalchemy import func, select
 from app import cli
 from database import Database, normalize_url
 from database.models import WorkerHeartbeat
+from genclient import REFERENCE, ApiError, GenerationClient, implicit_key_id
 from tests.conftest import base_config
 from tests.support.blocked import MARKER as BLOCKED
 from tests.support.client import TEST_KEY, Api, body_signature, header_signature, lot
@@ -36,7 +38,8 @@ def engine_name():
 @pytest.fixture(autouse=True)
 def no_ambient_key(monkeypatch, tmp_path):
     """Keys come only from what each test passes, never from the developer's environment or instance/."""
-    for name in ("SHARED_KEY", "SHARED_KEYS", "GENSERVICE_URL"):
+    for name in ("SHARED_KEY", "SHARED_KEYS", "GENSERVICE_URL", "GENSERVICE_KEY", "GENSERVICE_CLIENT_ID",
+                 "GENSERVICE_KEY_ID", "DATABASE_URL"):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("INSTANCE_PATH", str(tmp_path / "no-instance"))
 
@@ -291,6 +294,202 @@ def test_a_wrong_key_exits_1_with_the_json_error(live, image_server, tmp_path, c
 def test_an_unreachable_service_exits_1(tmp_path, capsys):
     assert run("status", "job", "--key", TEST_KEY, "--url", f"http://127.0.0.1:{free_port()}", "--timeout", "2") == 1
     assert "cannot reach" in capsys.readouterr().err
+
+
+# ---- clients ------------------------------------------------------------------------------------
+
+@pytest.fixture
+def managed(live, monkeypatch):
+    """The live server's database and shared key, where `genservice clients` finds them."""
+    monkeypatch.setenv("DATABASE_URL", live.app.extensions["genservice"].settings.database_url)
+    monkeypatch.setenv("SHARED_KEY", TEST_KEY)
+    return live
+
+
+def clients_cmd(capsys, *argv: str) -> tuple[int, str, str]:
+    code = run("clients", *argv)
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def added(capsys, client_id: str, *options: str) -> dict:
+    code, out, _err = clients_cmd(capsys, "add", client_id, "--json", *options)
+    assert code == 0
+    return json.loads(out)
+
+
+def gs2_client(url: str, issued: dict) -> GenerationClient:
+    return GenerationClient(base_url=url, client_id=issued["client_id"], key_id=issued["key_id"],
+                            secret=issued["secret"], timeout=30)
+
+
+def test_clients_add_prints_a_working_key_once_and_list_never_shows_it(managed, capsys):
+    code, out, err = clients_cmd(capsys, "add", "auction-a", "--name", "Auction A", "--rate-limit-sync", "50/minute",
+                                 "--max-queued-lots", "1000")
+    assert code == 0 and "shown only now" in err
+    fields = dict(line.strip().split(":", 1) for line in out.splitlines()[1:])
+    key_id, secret, webhook = (fields[name].strip() for name in ("key id", "key secret", "webhook secret"))
+    assert key_id.startswith("key_") and secret.startswith("gsk_") and webhook.startswith("whsec_")
+    client = GenerationClient(base_url=managed.url, client_id="auction-a", key_id=key_id, secret=secret)
+    assert client.list_jobs()["jobs"] == []
+
+    code, out, _ = clients_cmd(capsys, "list", "--json")
+    listed = {c["id"]: c for c in json.loads(out)}
+    assert list(listed) == ["default", "auction-a"], "the implicit client of SHARED_KEY comes first"
+    mine = listed["auction-a"]
+    assert (mine["name"], mine["enabled"], mine["schemes"]) == ("Auction A", True, ["GS2-HMAC-SHA256"])
+    assert mine["keys"] == [{"key_id": key_id, "expires_at": None}]
+    assert mine["limits"] == {"rate_limit_sync": "50/minute", "rate_limit_batch": None, "rate_limit_polling": None,
+                              "max_queued_lots": 1000, "max_daily_cost_usd": None}
+    assert "webhook_secret" not in mine
+    assert listed["default"]["keys"][0]["key_id"] == implicit_key_id(TEST_KEY)
+    assert listed["default"]["schemes"] == ["GS2-HMAC-SHA256", "X-Signature"]
+    code, text_listing, _ = clients_cmd(capsys, "list")
+    assert code == 0 and key_id in text_listing and "rate_limit_sync=50/minute" in text_listing
+    assert secret not in text_listing and webhook not in text_listing
+
+    code, out, _ = clients_cmd(capsys, "list", "--json", "--show-secrets")
+    shown = {c["id"]: c for c in json.loads(out)}
+    assert shown["auction-a"]["webhook_secret"] == webhook
+    assert secret not in out, "a key's secret is printed once, when it is made"
+    code, out, _ = clients_cmd(capsys, "list", "--show-secrets")
+    assert f"webhook secret: {webhook}" in out
+
+
+def test_clients_list_has_no_implicit_client_without_shared_key(managed, capsys, monkeypatch):
+    added(capsys, "only-one")
+    monkeypatch.delenv("SHARED_KEY")
+    code, out, _ = clients_cmd(capsys, "list", "--json")
+    assert [c["id"] for c in json.loads(out)] == ["only-one"]
+
+
+def test_clients_disable_refuses_every_request_until_enabled(managed, capsys):
+    client = gs2_client(managed.url, added(capsys, "pausable"))
+    assert clients_cmd(capsys, "disable", "pausable")[:2] == (0, "client pausable disabled\n")
+    with pytest.raises(ApiError) as refused:
+        client.list_jobs()
+    assert (refused.value.status, refused.value.code) == (403, "CLIENT_DISABLED")
+    code, out, _ = clients_cmd(capsys, "list", "--json")
+    assert [c["enabled"] for c in json.loads(out) if c["id"] == "pausable"] == [False]
+    assert clients_cmd(capsys, "enable", "pausable")[0] == 0
+    assert client.list_jobs()["pagination"]["total"] == 0
+
+
+def test_clients_set_changes_only_what_it_is_given_and_default_clears_a_limit(managed, capsys):
+    added(capsys, "tuned", "--name", "Tuned", "--max-queued-lots", "500", "--rate-limit-batch", "3/minute")
+    code, out, _ = clients_cmd(capsys, "set", "tuned", "--max-queued-lots", "default", "--max-daily-cost-usd", "12.5",
+                               "--reference-scheme", "--json")
+    assert code == 0
+    changed = json.loads(out)
+    assert changed["limits"] == {"rate_limit_sync": None, "rate_limit_batch": "3/minute", "rate_limit_polling": None,
+                                 "max_queued_lots": None, "max_daily_cost_usd": 12.5}
+    assert (changed["name"], changed["reference_scheme"]) == ("Tuned", True)
+    code, out, _ = clients_cmd(capsys, "set", "tuned", "--no-reference-scheme", "--name", "Renamed")
+    assert code == 0 and "reference_scheme=False" in out
+    listed = {c["id"]: c for c in json.loads(clients_cmd(capsys, "list", "--json")[1])}
+    assert (listed["tuned"]["name"], listed["tuned"]["schemes"]) == ("Renamed", ["GS2-HMAC-SHA256"])
+    assert listed["tuned"]["limits"]["max_daily_cost_usd"] == 12.5
+    assert clients_cmd(capsys, "set", "tuned")[0] == 2, "nothing to change"
+
+
+def test_a_client_added_with_the_reference_scheme_signs_either_way(managed, capsys, image_server):
+    issued = added(capsys, "legacy", "--reference-scheme")
+    reference = GenerationClient(base_url=managed.url, client_id="legacy", key_id=issued["key_id"],
+                                 secret=issued["secret"], scheme=REFERENCE)
+    job = reference.create_batch([lot(f"lg-{i}", [image_server.url("/img/a.jpg")]) for i in range(2)])
+    assert gs2_client(managed.url, issued).status(job["job_id"])["job_id"] == job["job_id"]
+
+
+@pytest.mark.parametrize("argv, complaint", [
+    (["add", "Upper"], "VALIDATION_ERROR"),
+    (["add", "default"], "VALIDATION_ERROR"),
+    (["rotate-key", "nobody"], "CLIENT_NOT_FOUND"),
+    (["disable", "nobody"], "CLIENT_NOT_FOUND"),
+    (["set", "nobody", "--name", "x"], "CLIENT_NOT_FOUND"),
+])
+def test_clients_refused_by_the_service_exit_1_with_the_json_error(managed, capsys, argv, complaint):
+    code, out, err = clients_cmd(capsys, *argv)
+    assert (code, out, json.loads(err)["code"]) == (1, "", complaint)
+
+
+@pytest.mark.parametrize("argv, complaint", [
+    (["add", "x", "--rate-limit-sync", "lots"], "expected a rate"),
+    (["add", "x", "--max-queued-lots", "0"], "at least 1"),
+    (["add", "x", "--max-daily-cost-usd", "-1"], "0 or more"),
+    (["rotate-key", "x", "--grace", "soon"], "expected a duration"),
+    (["set", "x", "--rate-limit-polling", "often"], "expected a rate"),
+    (["remove", "x"], "invalid choice"),
+])
+def test_clients_bad_arguments_exit_2(managed, capsys, argv, complaint):
+    with pytest.raises(SystemExit) as usage:
+        run("clients", *argv)
+    assert usage.value.code == 2 and complaint in capsys.readouterr().err
+
+
+def test_adding_an_existing_client_is_refused_and_keeps_its_key(managed, capsys):
+    first = added(capsys, "twice")
+    code, out, err = clients_cmd(capsys, "add", "twice", "--json")
+    assert (code, out, json.loads(err)["code"]) == (1, "", "CLIENT_EXISTS")
+    assert gs2_client(managed.url, first).list_jobs()["jobs"] == []
+
+
+@pytest.mark.parametrize("engine_name", ["postgresql", "sqlite"])
+def test_a_key_rotated_while_requests_keep_coming_loses_none_of_them(managed, capsys, image_server):
+    """A poller keeps calling with the client's current key; rotate-key runs in the middle. Not one request
+    is refused, the old key works through the grace and is refused after it."""
+    old_key = added(capsys, "rotating")
+    old = gs2_client(managed.url, old_key)
+    job_id = old.create_batch([lot(f"rot-{i}", [image_server.url("/img/a.jpg")]) for i in range(2)])["job_id"]
+    current = {"client": gs2_client(managed.url, old_key), "key_id": old_key["key_id"]}
+    sent: list[tuple[str, int]] = []  # (key id, status) of every poll
+    failures: list[BaseException] = []
+    stop = threading.Event()
+
+    def poll():
+        deadline = time.monotonic() + 120
+        while not stop.is_set() and time.monotonic() < deadline and len(sent) < 5000:
+            client, key_id = current["client"], current["key_id"]
+            try:
+                status = client.status(job_id)
+                sent.append((key_id, 200 if status["job_id"] == job_id else -1))
+            except ApiError as error:
+                sent.append((key_id, error.status))
+            except Exception as error:  # a lost request counts as much as a refused one
+                failures.append(error)
+                sent.append((key_id, 0))
+
+    poller = threading.Thread(target=poll, daemon=True)
+    poller.start()
+    wait_until(lambda: len(sent) >= 20, 60, "20 polls with the first key")
+    code, out, _ = clients_cmd(capsys, "rotate-key", "rotating", "--grace", "4s", "--json")
+    assert code == 0
+    new_key = json.loads(out)
+    assert new_key["key_id"] != old_key["key_id"]
+    assert [k["key_id"] for k in new_key["other_keys"]] == [old_key["key_id"]]
+    before_switch = len(sent)
+    current["client"], current["key_id"] = gs2_client(managed.url, new_key), new_key["key_id"]
+    # inside the grace the old key is still accepted
+    assert old.status(job_id)["job_id"] == job_id
+    wait_until(lambda: sum(1 for key, _ in sent[before_switch:] if key == new_key["key_id"]) >= 20, 60,
+               "20 polls with the new key")
+
+    def old_key_refused():
+        try:
+            old.status(job_id)
+        except ApiError as error:
+            return error
+        return None
+
+    refused = wait_until(old_key_refused, 60, "the old key to expire", interval=0.25)
+    stop.set()
+    poller.join(30)
+    assert (refused.status, refused.code) == (403, "INVALID_SIGNATURE")
+    assert not failures, failures
+    assert {status for _key, status in sent} == {200}, [s for s in sent if s[1] != 200][:5]
+    assert {key for key, _ in sent} == {old_key["key_id"], new_key["key_id"]}
+    assert gs2_client(managed.url, new_key).status(job_id)["job_id"] == job_id
+    listed = {c["id"]: c for c in json.loads(clients_cmd(capsys, "list", "--json")[1])}
+    assert [k["key_id"] for k in listed["rotating"]["keys"]] == [new_key["key_id"]]
 
 
 # ---- job commands -------------------------------------------------------------------------------
