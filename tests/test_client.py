@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import csv
 import json
+import re
 import subprocess
 import sys
 import threading
@@ -12,9 +13,11 @@ from pathlib import Path
 
 import pytest
 
-from genclient import ApiError, GenerationClient, WaitTimeout, canonical_lots, make_lot, sign_lots
+from genclient import REFERENCE, ApiError, GenerationClient, WaitTimeout, canonical_lots, implicit_key_id, make_lot, \
+    sign_lots
+from services.clients import add_client
 from tests.support.blocked import MARKER as BLOCKED
-from tests.support.client import TEST_KEY, body_signature, header_signature, photo_lots
+from tests.support.client import TEST_KEY, body_signature, gs2_authorization, header_signature, photo_lots
 from tests.support.common import wait_until
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -249,6 +252,7 @@ class Stub:
 
     def __init__(self):
         self.requests: list[tuple[str, str, dict]] = []
+        self.bodies: list[bytes] = []
         stub = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -256,7 +260,9 @@ class Stub:
                 pass
 
             def _answer(self):
+                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
                 stub.requests.append((self.command, self.path, {k.lower(): v for k, v in self.headers.items()}))
+                stub.bodies.append(body)
                 body = b'{"deliveries": [], "ok": true}'
                 self.send_response(200)
                 self.send_header("Content-Type", "application/json")
@@ -283,7 +289,7 @@ def stub():
 
 
 def test_delivery_calls_use_the_documented_paths_and_signatures(stub):
-    client = GenerationClient(TEST_KEY, stub.url)
+    client = GenerationClient(TEST_KEY, stub.url, scheme=REFERENCE)
     client.webhook_deliveries("job-42", limit=5)
     client.redeliver(17)
     (m1, p1, h1), (m2, p2, h2) = stub.requests
@@ -294,7 +300,7 @@ def test_delivery_calls_use_the_documented_paths_and_signatures(stub):
 
 
 def test_list_jobs_signs_the_query_string_as_it_is_sent(stub):
-    client = GenerationClient(TEST_KEY, stub.url)
+    client = GenerationClient(TEST_KEY, stub.url, scheme=REFERENCE)
     client.list_jobs(status="completed", limit=5, created_after="2026-01-01T00:00:00+02:00")
     client.list_jobs()
     (_, with_query, headers), (_, bare, bare_headers) = stub.requests
@@ -303,3 +309,103 @@ def test_list_jobs_signs_the_query_string_as_it_is_sent(stub):
     assert headers["x-signature"] == header_signature(query)
     assert bare == "/api/v1/batch-jobs" and bare_headers["x-signature"] == header_signature("")
 
+
+
+# ---- GS2 ----------------------------------------------------------------------------------------
+
+GS2_HEADER = re.compile(r"GS2-HMAC-SHA256 Credential=([^/]+)/([^,]+), Timestamp=(\d+), Nonce=([^,]+), Signature=(\w+)")
+
+
+def gs2_parts(header: str) -> dict:
+    match = GS2_HEADER.fullmatch(header)
+    assert match, header
+    return dict(zip(("client_id", "key_id", "timestamp", "nonce", "signature"), match.groups()))
+
+
+def assert_gs2_signed(stub: Stub, index: int, secret: str) -> dict:
+    """The request's Authorization is what the README's recipe (tests/support) makes of the path, query and
+    body bytes the stub received."""
+    method, target, headers = stub.requests[index]
+    path, _, query = target.partition("?")
+    parts = gs2_parts(headers["authorization"])
+    expected = gs2_authorization(secret, parts["client_id"], parts["key_id"], method, path, query,
+                                 stub.bodies[index], timestamp=int(parts["timestamp"]), nonce=parts["nonce"])
+    assert headers["authorization"] == expected
+    assert "x-signature" not in headers
+    return parts
+
+
+def test_a_shared_key_signs_gs2_as_the_implicit_client(stub):
+    client = GenerationClient(TEST_KEY, stub.url)
+    client.status("job-42")
+    client.list_jobs(status="completed", created_after="2026-01-01T00:00:00+02:00")
+    client.redeliver(17)
+    for index in range(3):
+        parts = assert_gs2_signed(stub, index, TEST_KEY)
+        assert (parts["client_id"], parts["key_id"]) == ("default", implicit_key_id(TEST_KEY))
+    assert "%2B02%3A00" in stub.requests[1][1], "the query is signed as sent, percent-encoded"
+    nonces = {gs2_parts(headers["authorization"])["nonce"] for _m, _p, headers in stub.requests}
+    assert len(nonces) == 3, "every request has a nonce of its own"
+
+
+def test_the_implicit_key_id_is_the_services_fingerprint():
+    from services.clients import implicit_key_id as service_key_id
+
+    for key in (TEST_KEY, "ключ-" + "x" * 40):
+        assert implicit_key_id(key) == service_key_id(key)
+
+
+def test_a_clients_key_signs_every_request_and_the_signed_body_is_the_one_sent(stub):
+    client = GenerationClient(base_url=stub.url, client_id="auction-a", key_id="key_0123456789abcdef",
+                              secret="gsk_secret-of-auction-a")
+    lots = [make_lot("del-\u007f-1", ["http://127.0.0.1/a.jpg"], "Škoda \u007f Лада 🚗"),
+            make_lot("del-2", ["http://127.0.0.1/b.jpg"])]
+    with pytest.raises(ApiError):  # the stub answers 200 where a job's 201 is expected; the request is what counts
+        client.create_batch(lots, ["en", "ru"], idempotency_key="retry-me-1")
+    client.cancel("job-7")
+    parts = assert_gs2_signed(stub, 0, "gsk_secret-of-auction-a")
+    assert (parts["client_id"], parts["key_id"]) == ("auction-a", "key_0123456789abcdef")
+    sent = json.loads(stub.bodies[0])
+    assert sent == {"version": "1.0.0", "languages": ["en", "ru"], "lots": lots}, "no reference signature in the body"
+    assert "\u007f".encode() in stub.bodies[0] and "Лада".encode() in stub.bodies[0]
+    assert stub.requests[0][2]["idempotency-key"] == "retry-me-1"
+    assert_gs2_signed(stub, 1, "gsk_secret-of-auction-a")
+    assert stub.requests[1][:2] == ("POST", "/api/v1/batch-jobs/job-7/cancel")
+
+
+@pytest.mark.parametrize("kwargs, complaint", [
+    ({}, "a key is required"),
+    ({"shared_key": TEST_KEY, "secret": "s"}, "not both"),
+    ({"client_id": "auction-a", "secret": "s"}, "key_id is required"),
+    ({"shared_key": TEST_KEY, "client_id": "auction-a", "key_id": "k"}, "implicit client"),
+    ({"shared_key": TEST_KEY, "scheme": "v3"}, "scheme must be"),
+])
+def test_a_client_without_a_usable_credential_is_refused_at_once(kwargs, complaint):
+    with pytest.raises(ValueError, match=complaint):
+        GenerationClient(**kwargs)
+
+
+def test_a_clients_gs2_requests_are_accepted_by_the_service(live, image_server):
+    issued = add_client(live.app.extensions["genservice"].db, "gs2-client", "GS2")
+    client = GenerationClient(base_url=live.url, client_id=issued.client_id, key_id=issued.key_id,
+                              secret=issued.secret, timeout=30)
+    lots = [make_lot(f"gs2-{i}", photos(image_server, f"gs2-{i}"), "Citro\u00ebn \u007f — удар спереди")
+            for i in range(2)]
+    job = client.create_batch(lots, ["en", "de"])
+    final = client.wait(job["job_id"], poll_interval=0.05, timeout=60)
+    assert final["status"] == "completed"
+    assert len(client.results(job["job_id"])["results"]["lots"]) == 2
+    assert [j["id"] for j in client.list_jobs(status="completed")["jobs"]] == [job["job_id"]]
+    one = client.generate_sync(make_lot("gs2-sync", photos(image_server, "gs2-sync"), "DEL \u007f, ß"), ["en"])
+    assert one["lots"][0]["status"] == "completed"
+    # the implicit client does not see this client's job
+    with pytest.raises(ApiError) as hidden:
+        GenerationClient(TEST_KEY, live.url).status(job["job_id"])
+    assert hidden.value.status == 404
+
+
+def test_the_reference_scheme_still_works_for_the_implicit_client(live, image_server):
+    client = GenerationClient(TEST_KEY, live.url, scheme=REFERENCE)
+    job = client.create_batch(batch_lots(image_server, "ref", 2))
+    assert client.status(job["job_id"])["job_id"] == job["job_id"]
+    assert GenerationClient(TEST_KEY, live.url).status(job["job_id"])["job_id"] == job["job_id"], "one client"
