@@ -95,7 +95,8 @@ def client_from(args: argparse.Namespace) -> GenerationClient:
     the implicit client when no client id is given; --reference-signature signs the reference's way."""
     key = resolve_key(args.key)
     client_id = args.client_id or os.environ.get("GENSERVICE_CLIENT_ID", "").strip() or None
-    key_id = args.key_id or os.environ.get("GENSERVICE_KEY_ID", "").strip() or None
+    # the environment's key id belongs to the environment's client, not to one named on the command line
+    key_id = args.key_id or (None if args.client_id else os.environ.get("GENSERVICE_KEY_ID", "").strip() or None)
     scheme = REFERENCE if args.reference_signature else GS2
     if client_id in (None, IMPLICIT_CLIENT):
         return GenerationClient(key, args.url, key_id=key_id, scheme=scheme, timeout=args.timeout)

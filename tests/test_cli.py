@@ -433,6 +433,28 @@ def test_adding_an_existing_client_is_refused_and_keeps_its_key(managed, capsys)
     assert gs2_client(managed.url, first).list_jobs()["jobs"] == []
 
 
+def test_api_commands_sign_as_the_client_named_in_the_environment(managed, capsys, monkeypatch, image_server,
+                                                                  tmp_path):
+    issued = added(capsys, "env-client")
+    monkeypatch.delenv("SHARED_KEY")
+    monkeypatch.setenv("GENSERVICE_URL", managed.url)
+    monkeypatch.setenv("GENSERVICE_CLIENT_ID", "env-client")
+    monkeypatch.setenv("GENSERVICE_KEY_ID", issued["key_id"])
+    monkeypatch.setenv("GENSERVICE_KEY", issued["secret"])
+    lots = write_json(tmp_path / "l.json", [lot(f"env-{i}", [image_server.url("/img/a.jpg")]) for i in range(2)])
+    assert run("submit", lots) == 0
+    job_id = json.loads(capsys.readouterr().out)["job_id"]
+    assert run("jobs") == 0
+    assert [j["id"] for j in json.loads(capsys.readouterr().out)["jobs"]] == [job_id]
+    # the same job is another client's for the implicit client, whichever scheme it signs with
+    for scheme in ([], ["--reference-signature"]):
+        assert run("status", job_id, "--client-id", "default", "--key", TEST_KEY, *scheme) == 1
+        assert json.loads(capsys.readouterr().err)["code"] == "JOB_NOT_FOUND"
+    monkeypatch.delenv("GENSERVICE_KEY_ID")
+    assert run("status", job_id) == 2
+    assert "--key-id" in capsys.readouterr().err
+
+
 @pytest.mark.parametrize("engine_name", ["postgresql", "sqlite"])
 def test_a_key_rotated_while_requests_keep_coming_loses_none_of_them(managed, capsys, image_server):
     """A poller keeps calling with the client's current key; rotate-key runs in the middle. Not one request
