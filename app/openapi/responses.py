@@ -7,8 +7,11 @@ from app.config import Settings
 from app.openapi.examples import EXAMPLE_JOB, error_example
 from app.openapi.schemas import ref
 
-SIGNED = [{"signature": []}]
-SIGNED_IN_BODY_OR_HEADER = [{"signature": []}, {}]
+# either scheme signs any signed operation: GS2 (every client) or the reference's X-Signature (the implicit
+# client of SHARED_KEY and clients set to accept it)
+SIGNED = [{"gs2": []}, {"signature": []}]
+# generate-descriptions and estimate: the reference's signature may travel in the body field instead
+SIGNED_IN_BODY_OR_HEADER = [{"gs2": []}, {"signature": []}, {}]
 
 
 def json_content(schema: dict[str, Any], examples: dict[str, Any]) -> dict[str, Any]:
@@ -38,11 +41,19 @@ def shared_responses(s: Settings) -> dict[str, Any]:
                                         "{\"url\": ...} objects", "Invalid request", {"field": "lots[0].images"})),
         "MissingSignature": error_response(
             "No signature was sent.",
-            missing=error_example("MISSING_SIGNATURE", "Request signature is required (X-Signature header)",
-                                  "Authentication required")),
+            missing=error_example("MISSING_SIGNATURE", "Request signature is required (an Authorization: "
+                                  "GS2-HMAC-SHA256 header, or X-Signature)", "Authentication required")),
         "InvalidSignature": error_response(
-            "The signature does not match the signed message under any current key.",
-            invalid=error_example("INVALID_SIGNATURE", "Invalid HMAC signature", "Authentication failed")),
+            "The signature does not match the signed request under any current key, its GS2 timestamp is "
+            "outside the 5-minute window, its nonce was used before, or its client is disabled.",
+            invalid=error_example("INVALID_SIGNATURE", "Invalid HMAC signature", "Authentication failed"),
+            expired=error_example("SIGNATURE_EXPIRED", "The signature's timestamp is more than 300 seconds from "
+                                  "the server's clock; sign again", "Authentication failed",
+                                  {"server_time": 1796040000, "timestamp": 1796039000}),
+            replayed=error_example("SIGNATURE_REPLAYED", "This signature's nonce was used before: every request "
+                                   "needs a new nonce and a new signature", "Authentication failed"),
+            disabled=error_example("CLIENT_DISABLED", "Client auction-a is disabled", "Authentication failed",
+                                   {"client_id": "auction-a"})),
         "JobNotFound": error_response(
             "No job has this id.",
             not_found=error_example("JOB_NOT_FOUND", f"Job {EXAMPLE_JOB} not found", "Not found",
@@ -68,15 +79,29 @@ def shared_responses(s: Settings) -> dict[str, Any]:
     }
 
 
+GS2_DESCRIPTION = (
+    "The replay-safe scheme every client signs with: `Authorization: GS2-HMAC-SHA256 "
+    "Credential=<client id>/<key id>, Timestamp=<unix seconds>, Nonce=<16-128 of A-Z a-z 0-9 . _ ~ ->, "
+    "Signature=<hex>`. The signature is the hex HMAC-SHA256, under the signing key HMAC-SHA256(secret, "
+    "\"GS2-HMAC-SHA256 signing key\"), of eight lines joined by \\n: `GS2-HMAC-SHA256`, `<client id>/<key id>`, "
+    "the timestamp, the nonce, the method, the path as sent, the raw query string as sent (without `?`) and the "
+    "hex SHA-256 of the raw body. Refused with 403 `SIGNATURE_EXPIRED` more than 300 s from the server's clock, "
+    "403 `SIGNATURE_REPLAYED` when the nonce was used before, 403 `INVALID_SIGNATURE` when wrong or the key is "
+    "unknown or expired, 403 `CLIENT_DISABLED` for a disabled client. The implicit client of SHARED_KEY signs "
+    "as `default` with the key id `sk_` + the first 16 hex digits of SHA-256(\"genservice key id\\n\" + key).")
+
+
 def security_schemes() -> dict[str, Any]:
-    return {"signature": {
+    return {"gs2": {"type": "http", "scheme": "GS2-HMAC-SHA256", "description": GS2_DESCRIPTION},
+            "signature": {
         "type": "apiKey", "in": "header", "name": "X-Signature",
         "description": "`sha256=` followed by the hex HMAC-SHA256 of the signed message under SHARED_KEY "
                        "(the prefix is optional). What is signed depends on the operation: the canonical JSON "
                        "of `lots` for generate-descriptions, the job id for job routes, the delivery id for a "
                        "redelivery, the raw query string "
                        "for the job list and the raw body for image validation. A missing signature is "
-                       "answered with 401, a wrong one with 403.",
+                       "answered with 401, a wrong one with 403. Accepted from the implicit client of SHARED_KEY "
+                       "(unless REFERENCE_SIGNATURES=false) and from clients added with --reference-scheme.",
     }}
 
 

@@ -91,6 +91,7 @@ def _operation_view(doc: dict[str, Any], method: str, path: str, op: dict[str, A
         "summary": op.get("summary", ""),
         "description": prose(op.get("description")),
         "signed": any(security),
+        "gs2": any("gs2" in option for option in security),
         "signature_optional": {} in security,
         "parameters": [{"name": p["name"], "in": p["in"], "required": p.get("required", False),
                         "type": _schema_label(p.get("schema", {})), "description": prose(p.get("description"))}
