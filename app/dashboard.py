@@ -158,6 +158,19 @@ def index():
                            active="dashboard")
 
 
+@bp.get("/clients")
+@PAGE
+def clients_page():
+    data = views.clients_overview(db(), current_app.extensions["genservice"].settings)
+    return render_template("dashboard_clients.html", data=data, csrf_token=csrf_token(), active="clients")
+
+
+@bp.get("/api/clients")
+@PAGE
+def api_clients():
+    return jsonify(views.clients_overview(db(), current_app.extensions["genservice"].settings))
+
+
 @bp.get("/jobs/<job_id>")
 @PAGE
 def job_page(job_id: str):

@@ -9,13 +9,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Iterable
 
-from sqlalchemy import func, select
+from sqlalchemy import case, func, select
 from sqlalchemy.orm import Session
 
 from database import Database
-from database.models import JOB_STATUSES, BatchJob, BatchLot, BatchResult, WebhookDelivery
-from services import costs
-from services.clock import iso
+from database.models import JOB_ACTIVE, JOB_STATUSES, BatchJob, BatchLot, BatchResult, WebhookDelivery
+from services import clients, costs
+from services.clock import iso, utcnow
 from services.jobs import completion_percentage, current_stage
 from services.findings import lot_fields
 from services.languages import language_name
@@ -76,6 +76,7 @@ DAYS_OF_COSTS = 7
 def job_summary(job: BatchJob, webhooks: dict[str, int]) -> dict[str, Any]:
     return {
         "id": job.id,
+        "client_id": job.client_id,
         "status": job.status,
         "stage": current_stage(job),
         "strategy": job.strategy,
@@ -121,6 +122,49 @@ def jobs_overview(db: Database, page: Any = 1, status: str | None = None) -> dic
         hooks = webhook_counts(session, [job.id for job in jobs])
     return {"jobs": [job_summary(job, hooks[job.id]) for job in jobs], "counts": counts, "status": status,
             "page": current.as_dict(), "daily_costs": costs.daily_totals(db, DAYS_OF_COSTS)}
+
+
+def client_usage(session: Session) -> dict[str, dict[str, Any]]:
+    """Per client id: jobs in all, lots still queued (of its active jobs), and the OpenAI cost so far of the
+    jobs it created today (UTC); one grouped query over the jobs."""
+    start_of_day = utcnow().replace(hour=0, minute=0, second=0, microsecond=0)
+    remaining = BatchJob.total_lots - BatchJob.processed_lots - BatchJob.failed_lots
+    active = BatchJob.status.in_(JOB_ACTIVE)
+    rows = session.execute(select(
+        BatchJob.client_id, func.count(),
+        func.coalesce(func.sum(case((active, remaining), else_=0)), 0),
+        func.coalesce(func.sum(case((BatchJob.created_at >= start_of_day, BatchJob.cost_usd), else_=0.0)), 0.0),
+        func.coalesce(func.sum(case((active, 1), else_=0)), 0),
+    ).group_by(BatchJob.client_id)).all()
+    return {client_id: {"jobs": int(count), "queued_lots": int(queued), "cost_today_usd": round(float(cost), 4),
+                        "active_jobs": int(running)}
+            for client_id, count, queued, cost, running in rows}
+
+
+def clients_overview(db: Database, settings) -> dict[str, Any]:
+    """Every client (the implicit one of SHARED_KEY first), its keys, limits and what it has queued."""
+    listed = clients.list_clients(db, settings)
+    with db.session() as session:
+        usage = client_usage(session)
+    empty = {"jobs": 0, "queued_lots": 0, "cost_today_usd": 0.0, "active_jobs": 0}
+    rows = []
+    for summary in listed:
+        identity = summary.identity
+        rows.append({
+            "id": identity.id, "name": identity.name, "enabled": identity.enabled, "implicit": identity.implicit,
+            "reference_scheme": identity.reference_scheme,
+            "keys": [{"key_id": key_id, "expires_at": iso(expires)} for key_id, expires in summary.keys],
+            "limits": {field: getattr(identity.limits, field) for field in clients.ClientLimits.__dataclass_fields__},
+            "created_at": iso(summary.created_at), **usage.get(identity.id, empty)})
+    known = {row["id"] for row in rows}
+    # jobs of a client that is gone from the table (or of the implicit client once SHARED_KEY is unset)
+    orphans = [{"id": client_id, **counts} for client_id, counts in sorted(usage.items()) if client_id not in known]
+    return {"clients": rows, "other_job_owners": orphans,
+            "deployment_limits": {"rate_limit_sync": settings.rate_limit_sync,
+                                  "rate_limit_batch": settings.rate_limit_batch,
+                                  "rate_limit_polling": settings.rate_limit_polling,
+                                  "max_queued_lots": settings.max_queued_lots,
+                                  "max_daily_cost_usd": settings.max_daily_cost_usd}}
 
 
 def delivery_row(delivery: WebhookDelivery) -> dict[str, Any]:

@@ -4,17 +4,19 @@ from __future__ import annotations
 import hashlib
 import logging
 import re
+from datetime import timedelta
 
 import pytest
 import requests
 from sqlalchemy import select, update
 
 from database.models import BatchJob, BatchLot, BatchResult, WebhookDelivery
+from services import clients
 from services import dashboard as views
 from services import jobs
 from services.clock import utcnow
 from services.lots import GenerateRequest, LotInput
-from tests.support.client import Api, lot
+from tests.support.client import TEST_KEY, Api, lot
 
 TOKEN = "operator-token-for-tests-0123456789"
 SECRET = "session-secret-for-tests-0123456789"
@@ -47,12 +49,12 @@ def admin(board) -> requests.Session:
     return http
 
 
-def create_job(app, count: int, languages=("en", "de"), webhook: str | None = None) -> str:
+def create_job(app, count: int, languages=("en", "de"), webhook: str | None = None, client_id: str = "default") -> str:
     rt = app.extensions["genservice"]
     lots = [LotInput(lot_id=f"lot-{i}", additional_info="", image_urls=[f"http://127.0.0.1:9/{i}.jpg"],
                      webhook=webhook) for i in range(count)]
     return jobs.create_job(rt.db, GenerateRequest(version="1.0.0", languages=list(languages), lots=lots),
-                           rt.settings).id
+                           rt.settings, client_id=client_id).id
 
 
 def finish_lots(app, job_id: str, texts: dict[str, str], failed: set[int] = frozenset()) -> None:
@@ -301,3 +303,68 @@ def test_job_page_shows_each_lots_findings_as_a_table(board, admin):
     assert page.count('<table class="findings">') == 1
     assert "<td>front bumper</td>" in page and "<td>severe</td>" in page and "Pushed &lt;in&gt;." in page
     assert "front end" in page and "engine bay" in page
+
+
+# ---- clients -----------------------------------------------------------------------------------
+
+def test_clients_view_shows_keys_limits_queued_lots_jobs_and_cost(board, admin):
+    db = board.app.extensions["genservice"].db
+    first = clients.add_client(db, "auction-a", "Auction A",
+                               limits=clients.ClientLimits(rate_limit_batch="3/minute", max_queued_lots=900))
+    rotated = clients.rotate_key(db, "auction-a", timedelta(hours=2))
+    paused = clients.add_client(db, "paused-b", "Paused B", reference_scheme=True)
+    clients.set_enabled(db, "paused-b", False)
+    running = create_job(board.app, 3, client_id="auction-a")
+    done = create_job(board.app, 2, client_id="auction-a")
+    finish_lots(board.app, done, {"en": "<p>Dent.</p>"})
+    with db.transaction() as session:
+        session.execute(update(BatchJob).where(BatchJob.id == done).values(cost_usd=0.125))
+        session.execute(update(BatchJob).where(BatchJob.id == running).values(processed_lots=1))
+    create_job(board.app, 4)  # the implicit client's
+
+    feed = admin.get(f"{board.url}/dashboard/api/clients", timeout=10).json()
+    shown = {c["id"]: c for c in feed["clients"]}
+    assert list(shown) == ["default", "auction-a", "paused-b"]
+    a = shown["auction-a"]
+    assert (a["name"], a["enabled"], a["reference_scheme"]) == ("Auction A", True, False)
+    assert [k["key_id"] for k in a["keys"]] == [first.key_id, rotated.key_id]
+    assert a["keys"][0]["expires_at"] is not None and a["keys"][1]["expires_at"] is None
+    assert a["limits"]["rate_limit_batch"] == "3/minute" and a["limits"]["max_queued_lots"] == 900
+    assert a["limits"]["rate_limit_sync"] is None
+    assert (a["jobs"], a["active_jobs"], a["queued_lots"], a["cost_today_usd"]) == (2, 1, 2, 0.125)
+    assert (shown["default"]["jobs"], shown["default"]["queued_lots"], shown["default"]["implicit"]) == (1, 4, True)
+    assert (shown["paused-b"]["enabled"], shown["paused-b"]["jobs"]) == (False, 0)
+    assert feed["deployment_limits"]["max_queued_lots"] == board.app.extensions["genservice"].settings.max_queued_lots
+
+    page = admin.get(f"{board.url}/dashboard/clients", timeout=10)
+    assert page.status_code == 200
+    row = page.text.split('data-client-id="auction-a"', 1)[1].split("</tr>", 1)[0]
+    assert first.key_id in row and rotated.key_id in row and "until " in row and "no expiry" in row
+    assert "rate_limit_batch:\n      <strong>3/minute</strong>" in row and ">2 (1)<" in row and "$<span data-f=\"cost\">0.1250" in row
+    paused_row = page.text.split('data-client-id="paused-b"', 1)[1].split("</tr>", 1)[0]
+    assert ">disabled<" in paused_row and "X-Signature" in paused_row
+    secrets_shown = [value for value in (first.secret, rotated.secret, paused.secret, TEST_KEY) if value in page.text]
+    assert not secrets_shown, "the clients view shows no key secret"
+    for identity in (clients.get_client(db, board.app.extensions["genservice"].settings, cid)
+                     for cid in ("default", "auction-a", "paused-b")):
+        assert identity.webhook_secret not in page.text
+
+
+def test_each_job_row_and_page_names_its_client(board, admin):
+    clients.add_client(board.app.extensions["genservice"].db, "listing-c")
+    mine = create_job(board.app, 2, client_id="listing-c")
+    implicit = create_job(board.app, 2)
+    feed = admin.get(f"{board.url}/dashboard/api/jobs", timeout=10).json()
+    assert {job["id"]: job["client_id"] for job in feed["jobs"]} == {mine: "listing-c", implicit: "default"}
+    page = admin.get(f"{board.url}/dashboard", timeout=10).text
+    row = page.split(f'data-job-id="{mine}"', 1)[1].split("</tr>", 1)[0]
+    assert '<td data-f="client"><code>listing-c</code></td>' in row
+    detail = admin.get(f"{board.url}/dashboard/jobs/{mine}", timeout=10).text
+    assert '<code data-f="client">listing-c</code>' in detail
+
+
+def test_the_clients_view_needs_the_sign_in(board):
+    page = requests.get(f"{board.url}/dashboard/clients", timeout=10, allow_redirects=False)
+    assert page.status_code == 302 and "/dashboard/login" in page.headers["Location"]
+    feed = requests.get(f"{board.url}/dashboard/api/clients", timeout=10)
+    assert feed.status_code == 401 and feed.json()["code"] == "LOGIN_REQUIRED"
