@@ -20,7 +20,7 @@ from typing import Any, Callable, Sequence, TextIO
 import requests
 
 from genclient.client import (DEFAULT_URL, FINAL_STATUSES, GS2, IMPLICIT_CLIENT, REFERENCE, ApiError,
-                              GenerationClient, WaitTimeout, sign, sign_lots)
+                              GenerationClient, WaitTimeout, gs2_authorization, sign, sign_lots)
 from genclient.lots import UsageError, load_request, parse_languages, print_json, write_results
 
 DEV_KEY_FILE = "dev_shared_key"
@@ -108,13 +108,33 @@ def client_from(args: argparse.Namespace) -> GenerationClient:
 
 def cmd_sign(args: argparse.Namespace) -> int:
     key = resolve_key(args.key)
-    if args.job_id is not None:
+    if args.gs2 is not None:
+        print(gs2_header(args, key))
+    elif args.job_id is not None:
         print(sign(key, args.job_id))
     elif args.string is not None:
         print(sign(key, args.string))
     else:
         print(sign_lots(key, load_request(args.file).lots))
     return 0
+
+
+def gs2_header(args: argparse.Namespace, key: str) -> str:
+    """The Authorization value for one request (``--gs2 METHOD PATH[?QUERY]``, body from ``--body``): fresh
+    timestamp and nonce, so it is good for one request within 5 minutes."""
+    method, target = args.gs2
+    if not target.startswith("/"):
+        raise UsageError("--gs2 takes a method and the path as it will be sent, e.g. GET /api/v1/batch-status/ID")
+    path, _, query = target.partition("?")
+    body = b""
+    if args.body is not None:
+        try:
+            body = sys.stdin.buffer.read() if args.body == "-" else Path(args.body).read_bytes()
+        except OSError as exc:
+            raise UsageError(f"cannot read {args.body}: {exc.strerror}") from None
+    signer = client_from(argparse.Namespace(key=key, url=DEFAULT_URL, timeout=1.0, client_id=args.client_id,
+                                            key_id=args.key_id, reference_signature=False))
+    return gs2_authorization(signer.key, signer.client_id, signer.key_id, method.upper(), path, query, body)
 
 
 def cmd_submit(args: argparse.Namespace) -> int:
@@ -301,13 +321,21 @@ def build_parser() -> argparse.ArgumentParser:
                       "enable, set (options: genservice clients -h)", client=False, add_help=False)
     clients.add_argument("clients_args", nargs=argparse.REMAINDER)
 
-    sign_cmd = command("sign", cmd_sign, "print the sha256=<hex> signature of a lots file, a job id or a string",
-                       client=False)
-    sign_cmd.add_argument("--key", help="shared key (default: $SHARED_KEY, else instance/dev_shared_key)")
+    sign_cmd = command("sign", cmd_sign, "print the reference's sha256=<hex> signature of a lots file, a job id or a "
+                       "string, or with --gs2 a GS2 Authorization value for one request", client=False)
+    sign_cmd.add_argument("--key", help="the key's secret (default: $GENSERVICE_KEY, else $SHARED_KEY, else "
+                                        "instance/dev_shared_key)")
+    sign_cmd.add_argument("--client-id", help="with --gs2: sign as this client (default: $GENSERVICE_CLIENT_ID, else "
+                                              "the implicit client)")
+    sign_cmd.add_argument("--key-id", help="with --gs2: the key's id (default: $GENSERVICE_KEY_ID)")
+    sign_cmd.add_argument("--body", help="with --gs2: the file whose bytes are the request body ('-': stdin)")
     what = sign_cmd.add_mutually_exclusive_group(required=True)
     what.add_argument("file", nargs="?", help="JSON or CSV lots file, as for submit ('-' reads JSON from stdin)")
     what.add_argument("--job-id", help="sign a job id (the X-Signature of the job endpoints)")
     what.add_argument("--string", help="sign a raw string, e.g. the query string of batch-jobs")
+    what.add_argument("--gs2", nargs=2, metavar=("METHOD", "PATH"),
+                      help="the Authorization value of one GS2 request, e.g. --gs2 GET "
+                           "'/api/v1/batch-jobs?status=completed' (valid once, for 5 minutes)")
 
     submit = command("submit", cmd_submit, "send lots: one is answered at once, several become a batch job")
     submit.add_argument("file", help="JSON (request body, list of lots or {\"lots\": [...]}) or CSV file; '-' = stdin")

@@ -455,6 +455,28 @@ def test_api_commands_sign_as_the_client_named_in_the_environment(managed, capsy
     assert "--key-id" in capsys.readouterr().err
 
 
+def test_sign_gs2_prints_an_authorization_good_for_one_request(managed, capsys, image_server, tmp_path):
+    issued = added(capsys, "curl-user")
+    credentials = ("--client-id", "curl-user", "--key-id", issued["key_id"], "--key", issued["secret"])
+    body = json.dumps({"version": "1.0.0", "languages": ["en"], "lots": [
+        lot(f"curl-{i}", [image_server.url("/img/a.jpg")], "Лада \u007f") for i in range(2)]}, ensure_ascii=False)
+    (tmp_path / "body.json").write_bytes(body.encode())
+    assert run("sign", "--gs2", "post", "/api/v1/generate-descriptions", "--body", tmp_path / "body.json",
+               *credentials) == 0
+    auth = capsys.readouterr().out.strip()
+    created = requests.post(f"{managed.url}/api/v1/generate-descriptions", data=body.encode(), timeout=30,
+                            headers={"Authorization": auth, "Content-Type": "application/json"})
+    assert created.status_code == 201, created.text
+    target = "/api/v1/batch-jobs?limit=5&offset=0"
+    assert run("sign", "--gs2", "GET", target, *credentials) == 0
+    auth = capsys.readouterr().out.strip()
+    listed = requests.get(managed.url + target, headers={"Authorization": auth}, timeout=30)
+    assert [j["id"] for j in listed.json()["jobs"]] == [created.json()["job_id"]]
+    again = requests.get(managed.url + target, headers={"Authorization": auth}, timeout=30)
+    assert (again.status_code, again.json()["code"]) == (403, "SIGNATURE_REPLAYED")
+    assert run("sign", "--gs2", "GET", "api/v1/batch-jobs", *credentials) == 2
+
+
 @pytest.mark.parametrize("engine_name", ["postgresql", "sqlite"])
 def test_a_key_rotated_while_requests_keep_coming_loses_none_of_them(managed, capsys, image_server):
     """A poller keeps calling with the client's current key; rotate-key runs in the middle. Not one request
