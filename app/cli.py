@@ -346,8 +346,19 @@ def run_clients(argv: list[str]) -> int:
     """``genservice clients ...``: 0 done, 1 refused (its JSON error on stderr), 2 bad arguments."""
     from services.errors import ServiceError
 
+    from sqlalchemy.exc import OperationalError
+
+    from app.config import ConfigError
+
     args = build_clients_parser().parse_args(argv)
-    settings, db = _clients_runtime()
+    try:
+        settings, db = _clients_runtime()
+    except ConfigError as exc:
+        print(f"genservice clients: {exc}", file=sys.stderr)
+        return 2
+    except OperationalError as exc:
+        print(f"genservice clients: cannot open the database: {str(exc.orig).strip().splitlines()[0]}", file=sys.stderr)
+        return 1
     try:
         return clients_command(args, settings, db)
     except UsageError as exc:

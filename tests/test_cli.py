@@ -426,6 +426,16 @@ def test_clients_bad_arguments_exit_2(managed, capsys, argv, complaint):
     assert usage.value.code == 2 and complaint in capsys.readouterr().err
 
 
+def test_clients_commands_name_a_bad_setting_or_an_unreachable_database(capsys, monkeypatch):
+    monkeypatch.setenv("RATE_LIMIT_SYNC", "bogus")
+    assert run("clients", "list") == 2
+    assert "RATE_LIMIT_SYNC" in capsys.readouterr().err
+    monkeypatch.delenv("RATE_LIMIT_SYNC")
+    monkeypatch.setenv("DATABASE_URL", f"postgresql://postgres@127.0.0.1:{free_port()}/nowhere")
+    assert run("clients", "list") == 1
+    assert "cannot open the database" in capsys.readouterr().err
+
+
 def test_adding_an_existing_client_is_refused_and_keeps_its_key(managed, capsys):
     first = added(capsys, "twice")
     code, out, err = clients_cmd(capsys, "add", "twice", "--json")
