@@ -80,10 +80,11 @@ def runtime_of(app):
     return app.extensions["genservice"]
 
 
-def seed_ended_job(rt, lots, status: str = "completed", languages=("en",), damages: str = "<p>dent {lot} {lang}</p>"):
+def seed_ended_job(rt, lots, status: str = "completed", languages=("en",), damages: str = "<p>dent {lot} {lang}</p>",
+                   client_id: str = "default"):
     """Record an ended job as the job worker does: job, lots, texts, and its deliveries in one transaction.
 
-    ``lots`` are ``(lot_id, webhook_url or None)``; returns the job id.
+    ``lots`` are ``(lot_id, webhook_url or None)``; the job belongs to ``client_id``; returns the job id.
     """
     now = utcnow()
     completed = status == "completed"
@@ -95,7 +96,7 @@ def seed_ended_job(rt, lots, status: str = "completed", languages=("en",), damag
         webhook_configured=any(url for _, url in lots), input_tokens=10, output_tokens=20,
         error_message=None if completed else f"job {status}", created_at=now - timedelta(minutes=3),
         updated_at=now, started_at=now - timedelta(minutes=3), completed_at=now, estimated_completion=now,
-        deadline_at=now + timedelta(hours=25), next_run_at=now)
+        deadline_at=now + timedelta(hours=25), next_run_at=now, client_id=client_id)
     with rt.db.transaction() as session:
         session.add(job)
         session.flush()
