@@ -131,8 +131,9 @@ class Settings(BaseSettings):
     database_url: str | None = env("DATABASE_URL", None, "`postgresql://user:password@host:5432/db` in production "
                                    "(psycopg 3); unset: SQLite in the instance folder")
     # authentication
-    first_shared_key: str | None = env("SHARED_KEY", None, "HMAC key for requests and webhooks; required, at least 32 "
-                                       "characters outside debug (`python main.py` makes a development key)")
+    first_shared_key: str | None = env("SHARED_KEY", None, "HMAC key of the implicit client's requests and of its "
+                                       "webhooks' `X-Signature`; required, at least 32 characters outside debug "
+                                       "(`python main.py` makes a development key)")
     shared_keys: Items = env("SHARED_KEYS", (), "more accepted keys, comma-separated, for rotation")
     reference_signatures: Flag = env("REFERENCE_SIGNATURES", True, "the implicit client (`SHARED_KEY`) accepts the "
                                      "reference's signatures besides GS2; `false`: GS2 only")
