@@ -176,3 +176,25 @@ def test_a_delivery_whose_client_is_gone_is_not_sent_unsigned(db, runtime):
         dispatcher.close()
     assert sent == [] and row.attempt_count == 1 and row.status == "pending"
     assert row.error_message.startswith("not sent: no webhook secret")
+
+
+def test_a_claim_of_many_clients_deliveries_reads_their_secrets_once(db, runtime, monkeypatch):
+    owners = [clients.add_client(db, f"client-{n}").client_id for n in range(3)] + [clients.IMPLICIT]
+    expected = {}
+    for owner in owners:
+        job_id = add_job(db, status="completed", stage="done", client_id=owner)
+        for n in range(2):
+            expected[add_delivery(db, job_id, url=f"https://{owner}.test/{n}")] = owner
+    dispatcher = WebhookDispatcher(runtime, "worker-1")
+    started = {}
+    monkeypatch.setattr(dispatcher, "_start", lambda delivery_id, host, keys: started.update({delivery_id: keys}))
+    reads = []
+    listener = lambda conn, cursor, statement, *rest: reads.append(statement) if " clients" in statement else None  # noqa: E731
+    event.listen(db.engine, "before_cursor_execute", listener)
+    try:
+        assert dispatcher.dispatch_due() == len(expected)
+    finally:
+        event.remove(db.engine, "before_cursor_execute", listener)
+        dispatcher.close()
+    assert len(reads) == 1
+    assert {delivery_id: keys.client_id for delivery_id, keys in started.items()} == expected
