@@ -21,6 +21,7 @@ from pydantic_settings import BaseSettings, EnvSettingsSource, NoDecode, Setting
 from pydantic_settings.sources.utils import parse_env_vars
 
 from services.models import EFFORTS, registry
+from services.signing import webhook_secret_key
 
 VERSION = "2.0.0"
 # today's defaults (checked 2026-12-01, see services/model_registry.json): a visual-reasoning model for the photos,
@@ -130,13 +131,16 @@ class Settings(BaseSettings):
     database_url: str | None = env("DATABASE_URL", None, "`postgresql://user:password@host:5432/db` in production "
                                    "(psycopg 3); unset: SQLite in the instance folder")
     # authentication
-    first_shared_key: str | None = env("SHARED_KEY", None, "HMAC key for requests and webhooks; required, at least 32 "
-                                       "characters outside debug (`python main.py` makes a development key)")
+    first_shared_key: str | None = env("SHARED_KEY", None, "HMAC key of the implicit client's requests and of its "
+                                       "webhooks' `X-Signature`; required, at least 32 characters outside debug "
+                                       "(`python main.py` makes a development key)")
     shared_keys: Items = env("SHARED_KEYS", (), "more accepted keys, comma-separated, for rotation")
     reference_signatures: Flag = env("REFERENCE_SIGNATURES", True, "the implicit client (`SHARED_KEY`) accepts the "
                                      "reference's signatures besides GS2; `false`: GS2 only")
     webhook_secret: str | None = env("WEBHOOK_SECRET", None, "the implicit client's `whsec_` webhook secret (unset: "
                                      "derived from `SHARED_KEY`; `genservice clients list` shows it)")
+    webhook_secrets: Items = env("WEBHOOK_SECRETS", (), "more `whsec_` secrets of the implicit client, comma-separated: "
+                                 "its webhooks carry a signature made with each too, for rotation")
     admin_token: str | None = env("ADMIN_TOKEN", None, "enables the job dashboard at `/dashboard`")
     # OpenAI
     openai_api_key: str | None = env("OPENAI_API_KEY", None, "without it the service refuses to start, unless "
@@ -304,6 +308,13 @@ class Settings(BaseSettings):
             if rules.known and rules.reasoning and not rules.takes_effort(effort):
                 raise ConfigError(f"{effort_name}={effort} is not an effort {model} ({model_name}) takes; it takes "
                                   f"{', '.join(rules.efforts)}")
+        for name, secret in [("WEBHOOK_SECRET", self.webhook_secret),
+                             *(("WEBHOOK_SECRETS", item) for item in self.webhook_secrets)]:
+            if secret is not None:
+                try:
+                    webhook_secret_key(secret)
+                except ValueError as error:  # the value is a secret: not repeated in the message
+                    raise ConfigError(f"{name} {error}") from None
         if self.database_url and not re.match(r"^(postgres(ql)?(\+\w+)?|sqlite(\+\w+)?)://", self.database_url):
             raise ConfigError("DATABASE_URL must be a postgresql:// or sqlite:// URL")
 

@@ -23,7 +23,8 @@ from sqlalchemy import delete, or_, select, update
 from sqlalchemy.orm import Session
 
 from database import Database
-from database.models import Client, ClientKey, RequestNonce
+from database.models import BatchJob, Client, ClientKey, RequestNonce, WebhookDelivery
+from services import signing
 from services.clock import utcnow
 from services.errors import ServiceError
 
@@ -183,6 +184,8 @@ def _get(session: Session, client_id: str) -> Client:
 def add_client(db: Database, client_id: str, name: str = "", *, reference_scheme: bool = False,
                limits: ClientLimits = ClientLimits(), webhook_secret: str | None = None) -> IssuedKey:
     _require_id(client_id)
+    if webhook_secret is not None:
+        _require_webhook_secret(webhook_secret)
     now = utcnow()
     issued = IssuedKey(client_id, new_key_id(), new_key_secret())
     with db.transaction() as session:
@@ -259,19 +262,114 @@ def get_client(db: Database, settings, client_id: str) -> ClientIdentity:
         return _identity(_get(session, client_id))
 
 
-def webhook_secrets(db: Database, settings, client_ids: Iterable[str]) -> dict[str, ClientIdentity]:
-    """The identities of the given clients (for signing their webhooks), by id."""
+# ---- webhook secrets (the dispatcher, for each batch of deliveries it claims) -----------------------
+
+@dataclass(frozen=True)
+class WebhookKeys:
+    """What one client's webhooks are signed with: never an API key, except the implicit client's
+    X-Signature, which stays the reference's HMAC under SHARED_KEY for its receivers' sake."""
+    client_id: str
+    x_signature_key: str       # HMAC key of X-Signature: SHARED_KEY (implicit client), else the webhook secret
+    secrets: tuple[str, ...]   # whsec_ secrets, the current one first: one Standard Webhooks v1 signature each
+
+
+def implicit_webhook_keys(settings) -> WebhookKeys | None:
+    """WEBHOOK_SECRET (or the secret derived from SHARED_KEY), then WEBHOOK_SECRETS and, while the
+    secret is derived, the secrets derived from the other SHARED_KEYS, so rotating either loses nothing.
+    None when the deployment has neither a shared key nor a webhook secret."""
+    current = implicit_client(settings).webhook_secret
+    derived = () if settings.webhook_secret else tuple(derived_webhook_secret(k) for k in settings.shared_keys[1:])
+    found = tuple(dict.fromkeys(s for s in (current, *settings.webhook_secrets, *derived) if s))
+    if not found:
+        return None
+    return WebhookKeys(IMPLICIT, settings.shared_key or found[0], found)
+
+
+def _named_webhook_keys(client_id: str, current: str, previous: str | None, previous_until: datetime | None,
+                        now: datetime) -> WebhookKeys:
+    kept = previous if previous and previous_until is not None and previous_until > now else None
+    return WebhookKeys(client_id, current, tuple(dict.fromkeys(s for s in (current, kept) if s)))
+
+
+def delivery_webhook_keys(db: Database, settings, delivery_ids: Iterable[int], now: datetime | None = None
+                          ) -> dict[int, WebhookKeys]:
+    """The keys each delivery is signed with, read for a whole batch of deliveries in one statement
+    (delivery -> its job's client -> that client's secrets). A delivery whose client no longer
+    exists is left out: it cannot be signed."""
+    ids = list(delivery_ids)
+    if not ids:
+        return {}
+    now = now or utcnow()
+    with db.read() as connection:
+        rows = connection.execute(
+            select(WebhookDelivery.id, BatchJob.client_id, Client.webhook_secret, Client.previous_webhook_secret,
+                   Client.previous_webhook_secret_expires_at)
+            .join(BatchJob, BatchJob.id == WebhookDelivery.batch_job_id)
+            .outerjoin(Client, Client.id == BatchJob.client_id)
+            .where(WebhookDelivery.id.in_(ids))).all()
+    implicit = implicit_webhook_keys(settings)
+    found: dict[int, WebhookKeys] = {}
+    for delivery_id, client_id, current, previous, previous_until in rows:
+        if client_id == IMPLICIT:
+            keys = implicit
+        elif current:
+            keys = _named_webhook_keys(client_id, current, previous, previous_until, now)
+        else:
+            keys = None
+        if keys is not None:
+            found[delivery_id] = keys
+    return found
+
+
+def webhook_secrets(db: Database, settings, client_ids: Iterable[str], now: datetime | None = None
+                    ) -> dict[str, WebhookKeys]:
+    """The webhook keys of the given clients, by id (unknown clients left out)."""
     wanted = set(client_ids)
-    found = {IMPLICIT: implicit_client(settings)} if IMPLICIT in wanted else {}
+    found: dict[str, WebhookKeys] = {}
+    if IMPLICIT in wanted and (implicit := implicit_webhook_keys(settings)) is not None:
+        found[IMPLICIT] = implicit
     named = wanted - {IMPLICIT}
     if named:
-        with db.session() as session:
-            for client in session.scalars(select(Client).where(Client.id.in_(named))):
-                found[client.id] = _identity(client)
+        now = now or utcnow()
+        with db.read() as connection:
+            for row in connection.execute(select(Client.id, Client.webhook_secret, Client.previous_webhook_secret,
+                                                 Client.previous_webhook_secret_expires_at)
+                                          .where(Client.id.in_(named))):
+                found[row[0]] = _named_webhook_keys(*row, now)
     return found
+
+
+def _require_webhook_secret(secret: str) -> None:
+    try:
+        signing.webhook_secret_key(secret)
+    except ValueError as error:
+        raise ServiceError(400, "VALIDATION_ERROR", f"A webhook secret {error}", {"field": "webhook_secret"}) from None
+
+
+def rotate_webhook_secret(db: Database, client_id: str, grace: timedelta = timedelta(hours=24),
+                          secret: str | None = None) -> str:
+    """A new webhook secret (``secret``, or a random one), used at once. For ``grace`` the previous one
+    keeps signing too (every webhook then carries one v1 signature per secret), so receivers switch
+    without losing a delivery; no grace: it stops at once. Only the secret in use before this
+    rotation is kept: rotating again within the grace drops the one before it."""
+    if client_id == IMPLICIT:
+        raise ServiceError(400, "VALIDATION_ERROR", "The implicit client's webhook secret is WEBHOOK_SECRET; rotate it "
+                           "by moving the old one to WEBHOOK_SECRETS", {"client_id": client_id})
+    new = secret or new_webhook_secret()
+    _require_webhook_secret(new)
+    now = utcnow()
+    with db.transaction() as session:
+        client = _get(session, client_id)
+        keep = grace > timedelta(0) and client.webhook_secret != new
+        client.previous_webhook_secret = client.webhook_secret if keep else None
+        client.previous_webhook_secret_expires_at = now + grace if keep else None
+        client.webhook_secret = new
+        client.updated_at = now
+    return new
 
 
 __all__ = ["IMPLICIT", "ClientIdentity", "ClientLimits", "IssuedKey", "ClientSummary", "implicit_client",
            "implicit_key_id", "find_key", "reference_candidates", "remember_nonce", "prune", "add_client",
            "rotate_key", "set_enabled", "update_client", "list_clients", "get_client", "webhook_secrets",
-           "derived_webhook_secret"]
+           "derived_webhook_secret", "WebhookKeys", "implicit_webhook_keys", "delivery_webhook_keys",
+           "rotate_webhook_secret"]

@@ -58,16 +58,34 @@ def verify(keys: Iterable[str], message: bytes | str, signature: Any) -> bool:
     return matched
 
 
-def standard_webhook_signature(key: str, message_id: str, timestamp: int, body: bytes) -> str:
-    """Standard Webhooks: ``v1,<base64 HMAC-SHA256 of "{id}.{timestamp}.{body}">`` keyed by the raw key bytes."""
+WEBHOOK_SECRET_PREFIX = "whsec_"
+WEBHOOK_SECRET_BYTES = (24, 64)  # Standard Webhooks: at least 192 bits; 512 at most
+
+
+def webhook_secret_key(secret: str) -> bytes:
+    """The HMAC key of a Standard Webhooks secret: the bytes of the base64 after ``whsec_``.
+
+    ValueError for anything else (a bare API key, bad base64, too short or too long), so an API key
+    can never be used as a webhook secret by mistake.
+    """
+    if not isinstance(secret, str) or not secret.startswith(WEBHOOK_SECRET_PREFIX):
+        raise ValueError("must start with whsec_ (a webhook secret, never an API key)")
+    try:
+        key = base64.b64decode(secret[len(WEBHOOK_SECRET_PREFIX):], validate=True)
+    except (ValueError, TypeError):
+        raise ValueError("must be whsec_ followed by base64") from None
+    low, high = WEBHOOK_SECRET_BYTES
+    if not low <= len(key) <= high:
+        raise ValueError(f"must hold {low} to {high} random bytes (the base64 after whsec_)")
+    return key
+
+
+def standard_webhook_signature(secret: str, message_id: str, timestamp: int, body: bytes) -> str:
+    """Standard Webhooks: ``v1,<base64 HMAC-SHA256 of "{id}.{timestamp}.{body}">`` keyed by the bytes the
+    ``whsec_`` secret encodes, as the Standard Webhooks libraries verify it."""
     signed = f"{message_id}.{timestamp}.".encode() + body
-    digest = hmac.new(key.encode(), signed, hashlib.sha256).digest()
+    digest = hmac.new(webhook_secret_key(secret), signed, hashlib.sha256).digest()
     return "v1," + base64.b64encode(digest).decode()
-
-
-def standard_webhook_secret(key: str) -> str:
-    """The ``whsec_`` secret a receiver gives to a Standard Webhooks library for this key."""
-    return "whsec_" + base64.b64encode(key.encode()).decode()
 
 
 # ---- GS2: the replay-safe scheme -----------------------------------------------------------------

@@ -29,6 +29,7 @@ from sqlalchemy.orm import Session
 from database import Database
 from database.models import BatchJob, BatchLot, WebhookAttempt, WebhookDelivery
 from services import signing
+from services.clients import WebhookKeys
 from services.clock import iso, utcnow
 from services.errors import ServiceError
 from services.jobs import get_job
@@ -122,15 +123,22 @@ def chunk_lot_views(db: Database, job: BatchJob, delivery: WebhookDelivery) -> I
     yield from iter_lot_views(db, job, of_url, first, size)
 
 
-def signed_headers(keys: tuple[str, ...], body: bytes, delivery: WebhookDelivery, attempt: int,
+def signed_headers(keys: WebhookKeys, body: bytes, delivery: WebhookDelivery, attempt: int,
                    timestamp: int | None = None) -> dict[str, str]:
-    """The spec's X-Signature plus the Standard Webhooks trio (one v1 signature per current key)."""
+    """The spec's X-Signature plus the Standard Webhooks trio, signed for the client that owns the job.
+
+    X-Signature is ``sha256=`` + hex HMAC-SHA256 of the body under ``keys.x_signature_key`` (SHARED_KEY
+    for the implicit client, as the reference documents it; a named client's webhook secret string);
+    ``webhook-signature`` holds one ``v1,`` signature per webhook secret (the current one first, then
+    any kept through a rotation), keyed by the bytes the ``whsec_`` secret encodes.
+    """
     timestamp = int(time.time()) if timestamp is None else timestamp
-    standard = " ".join(signing.standard_webhook_signature(key, delivery.message_id, timestamp, body) for key in keys)
+    standard = " ".join(signing.standard_webhook_signature(secret, delivery.message_id, timestamp, body)
+                        for secret in keys.secrets)
     return {
         "Content-Type": "application/json",
         "User-Agent": USER_AGENT,
-        "X-Signature": signing.sign(keys[0], body),
+        "X-Signature": signing.sign(keys.x_signature_key, body),
         "X-Delivery-Attempt": str(attempt),
         "X-Job-ID": delivery.batch_job_id,
         "X-Delivery-ID": str(delivery.id),
@@ -153,6 +161,12 @@ class AttemptOutcome:
 
 def blocked_outcome(reason: str) -> AttemptOutcome:
     return AttemptOutcome(success=False, status_code=None, error=f"blocked: {reason}", duration_ms=0, excerpt=None)
+
+
+def unsigned_outcome(job_id: str) -> AttemptOutcome:
+    """Not sent: the job's client no longer exists, so there is no secret to sign its webhook with."""
+    return AttemptOutcome(success=False, status_code=None, error=f"not sent: no webhook secret for the client of job "
+                          f"{job_id}", duration_ms=0, excerpt=None)
 
 
 def send(client: httpx.Client, url: str, body: bytes, headers: dict[str, str], timeout: float) -> AttemptOutcome:

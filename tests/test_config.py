@@ -35,6 +35,16 @@ def test_invalid_values_name_the_variable(name, value):
     assert name in str(error.value)
 
 
+@pytest.mark.parametrize("name", ["WEBHOOK_SECRET", "WEBHOOK_SECRETS"])
+@pytest.mark.parametrize("value", [KEY, "whsec_" + "c2hvcnQ=", "whsec_not*base64*at*all*but*long*enough"])
+def test_a_webhook_secret_must_be_whsec_form_and_is_never_repeated_in_the_message(name, value):
+    with pytest.raises(ConfigError, match=name) as error:
+        Settings.from_env({"SHARED_KEY": KEY, **SANDBOX, name: value})
+    assert value not in str(error.value) and value.removeprefix("whsec_") not in str(error.value)
+    good = "whsec_" + "A" * 32
+    assert Settings.from_env({"SHARED_KEY": KEY, **SANDBOX, name: good})
+
+
 def test_short_shared_key_is_refused_outside_debug():
     with pytest.raises(ConfigError, match="SHARED_KEY"):
         Settings.from_env({"SHARED_KEY": "short", **SANDBOX})

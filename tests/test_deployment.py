@@ -248,3 +248,22 @@ def test_nginx_passes_metrics_to_loopback_and_errors_as_json(proxy):
     assert metrics.status_code == 200 and "# TYPE background_worker_last_beat_seconds gauge" in metrics.text
     unsigned = requests.get(f"{proxy}/api/v1/batch-status/some-job", timeout=10)
     assert unsigned.status_code == 401 and unsigned.json()["code"] == "MISSING_SIGNATURE"
+
+
+def test_gs2_signatures_hold_through_nginx(proxy, live, image_server):
+    """nginx passes the path, query and body as the client signed them, and the nonce store still
+    refuses the same request sent twice through it."""
+    from services import clients
+    from tests.support.client import Gs2Api, gs2_authorization, lot
+
+    issued = clients.add_client(live.app.extensions["genservice"].db, "through-nginx")
+    api = Gs2Api(proxy, issued.client_id, issued.key_id, issued.secret)
+    created = api.generate([lot(f"ng-{i}", [image_server.url("/img/a.jpg")]) for i in range(2)])
+    assert created.status_code == 201, created.text
+    job_id = created.json()["job_id"]
+    listing = api.request("GET", "/api/v1/batch-jobs", "limit=5&offset=0")
+    assert listing.status_code == 200 and [j["job_id"] for j in listing.json()["jobs"]] == [job_id]
+    path = f"/api/v1/batch-status/{job_id}"
+    auth = gs2_authorization(issued.secret, issued.client_id, issued.key_id, "GET", path)
+    answers = [requests.get(proxy + path, headers={"Authorization": auth}, timeout=10) for _ in range(2)]
+    assert [a.status_code for a in answers] == [200, 403] and answers[1].json()["code"] == "SIGNATURE_REPLAYED"

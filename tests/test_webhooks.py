@@ -21,7 +21,7 @@ import uuid
 from datetime import timedelta
 
 import pytest
-from standardwebhooks import Webhook
+from standardwebhooks import Webhook, WebhookVerificationError
 
 from app import create_app
 from database.models import BatchJob, BatchLot, BatchResult
@@ -33,7 +33,12 @@ from tests.support.common import wait_until
 from tests.support.receiver import WebhookReceiver, closed_port_url
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-SECRET = "whsec_" + base64.b64encode(TEST_KEY.encode()).decode()
+# The implicit client's webhook secret without WEBHOOK_SECRET, by the README's recipe: derived one way
+# from SHARED_KEY, so a receiver never holds the API key itself.
+SECRET = "whsec_" + base64.b64encode(
+    hmac.new(TEST_KEY.encode(), b"genservice webhook secret", hashlib.sha256).digest()[:24]).decode()
+# what receivers were told before clients had webhook secrets of their own: the API key in whsec_ form
+KEY_AS_SECRET = "whsec_" + base64.b64encode(TEST_KEY.encode()).decode()
 
 # The Node.js recipe the README gives integrators, run here as written.
 NODE_RECIPE = r"""
@@ -75,10 +80,11 @@ def runtime_of(app):
     return app.extensions["genservice"]
 
 
-def seed_ended_job(rt, lots, status: str = "completed", languages=("en",), damages: str = "<p>dent {lot} {lang}</p>"):
+def seed_ended_job(rt, lots, status: str = "completed", languages=("en",), damages: str = "<p>dent {lot} {lang}</p>",
+                   client_id: str = "default"):
     """Record an ended job as the job worker does: job, lots, texts, and its deliveries in one transaction.
 
-    ``lots`` are ``(lot_id, webhook_url or None)``; returns the job id.
+    ``lots`` are ``(lot_id, webhook_url or None)``; the job belongs to ``client_id``; returns the job id.
     """
     now = utcnow()
     completed = status == "completed"
@@ -90,7 +96,7 @@ def seed_ended_job(rt, lots, status: str = "completed", languages=("en",), damag
         webhook_configured=any(url for _, url in lots), input_tokens=10, output_tokens=20,
         error_message=None if completed else f"job {status}", created_at=now - timedelta(minutes=3),
         updated_at=now, started_at=now - timedelta(minutes=3), completed_at=now, estimated_completion=now,
-        deadline_at=now + timedelta(hours=25), next_run_at=now)
+        deadline_at=now + timedelta(hours=25), next_run_at=now, client_id=client_id)
     with rt.db.transaction() as session:
         session.add(job)
         session.flush()
@@ -230,6 +236,9 @@ def test_every_header_is_sent_and_both_signature_recipes_verify_the_exact_body(m
     assert not spec_recipe_accepts(body.decode("utf-8") + " ", headers["x-signature"], TEST_KEY)
     assert standard_recipe_accepts(body, headers, SECRET)
     assert Webhook(SECRET).verify(body, headers)["job_id"] == job_id
+    assert not standard_recipe_accepts(body, headers, KEY_AS_SECRET)
+    with pytest.raises(WebhookVerificationError):
+        Webhook(KEY_AS_SECRET).verify(body, headers)
 
 
 @pytest.mark.skipif(shutil.which("node") is None, reason="Node.js is not installed")

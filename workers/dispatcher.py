@@ -18,6 +18,9 @@ however many deliveries or URL spellings it is owed, always leaves room for ever
 one busy receiver alone still gets most of the pool. Every attempt ends by WEBHOOK_TIMEOUT on the
 wall clock (see services.webhooks.send), so even a receiver that drips its answer frees its
 slots on time.
+
+Each delivery is signed for the client that owns its job (services.clients.WebhookKeys): the secrets of
+every delivery of a claim are read together, in one statement, when the claim is made.
 """
 from __future__ import annotations
 
@@ -32,6 +35,7 @@ from sqlalchemy import func, select
 
 from database.models import BatchJob, WebhookDelivery
 from services import webhooks
+from services.clients import WebhookKeys, delivery_webhook_keys
 from services.clock import utcnow
 from services.netguard import BlockedURL, guarded_client
 from workers import leases
@@ -81,16 +85,24 @@ class WebhookDispatcher:
             per_host = Counter(host for host, _ in self._inflight.values())
         if free <= 0 or self._closed.is_set():
             return 0
-        started = 0
+        claimed: list[tuple[int, str]] = []
         for host, wanted in self._allot(free, per_host):
             of_host = self.due(self._horizon()) & (_HOST == host)
             with self.db.session() as session:
                 ids = leases.claim(session, WebhookDelivery, of_host, WebhookDelivery.next_attempt_at, wanted,
                                    self.owner, self.lease_seconds)
-            for delivery_id in ids:
-                self._start(delivery_id, host)
-            started += len(ids)
-        return started
+            claimed += [(delivery_id, host) for delivery_id in ids]
+        if not claimed:
+            return 0
+        keys = self._keys_of([delivery_id for delivery_id, _ in claimed])
+        for delivery_id, host in claimed:
+            self._start(delivery_id, host, keys.get(delivery_id))
+        return len(claimed)
+
+    def _keys_of(self, delivery_ids: list[int]) -> dict[int, WebhookKeys]:
+        """What each claimed delivery is signed with: its job's client's secrets, read for the whole
+        claim in one statement (never one client lookup per delivery)."""
+        return delivery_webhook_keys(self.db, self.settings, delivery_ids)
 
     @staticmethod
     def _horizon() -> datetime:
@@ -120,10 +132,10 @@ class WebhookDispatcher:
                     free -= take
         return list(plan.items())
 
-    def _start(self, delivery_id: int, host: str) -> None:
+    def _start(self, delivery_id: int, host: str, keys: WebhookKeys | None) -> None:
         self._ensure_renewer()
         with self._lock:
-            future = self.pool.submit(self._deliver_safely, delivery_id)
+            future = self.pool.submit(self._deliver_safely, delivery_id, keys)
             self._inflight[delivery_id] = (host, future)
 
     def _full_hosts(self, per_host: Counter | None = None) -> list[str]:
@@ -192,9 +204,9 @@ class WebhookDispatcher:
             log.warning("could not release %d webhook deliveries; their leases will expire", len(ids))
 
     # ---- one attempt ---------------------------------------------------------------------------
-    def _deliver_safely(self, delivery_id: int) -> None:
+    def _deliver_safely(self, delivery_id: int, keys: WebhookKeys | None) -> None:
         try:
-            self.deliver(delivery_id)
+            self.deliver(delivery_id, keys)
         except Exception:
             log.exception("webhook delivery %s: attempt could not be made; it will be retried", delivery_id)
         finally:
@@ -202,7 +214,8 @@ class WebhookDispatcher:
                 self._inflight.pop(delivery_id, None)
             self._on_free_slot()
 
-    def deliver(self, delivery_id: int) -> None:
+    def deliver(self, delivery_id: int, keys: WebhookKeys | None) -> None:
+        """Attempt a claimed delivery, signed with ``keys`` (None: its client has no secret any more)."""
         with self.db.session() as session:
             delivery = session.get(WebhookDelivery, delivery_id)
             job = session.get(BatchJob, delivery.batch_job_id) if delivery else None
@@ -210,9 +223,10 @@ class WebhookDispatcher:
             return
         body = webhooks.build_payload(self.db, job, delivery)
         while delivery is not None:
-            delivery = self._attempt(delivery, job, body)
+            delivery = self._attempt(delivery, job, body, keys)
 
-    def _attempt(self, delivery: WebhookDelivery, job: BatchJob, body: bytes) -> WebhookDelivery | None:
+    def _attempt(self, delivery: WebhookDelivery, job: BatchJob, body: bytes,
+                 keys: WebhookKeys | None) -> WebhookDelivery | None:
         """Make the delivery's next attempt when it is due and record it.
 
         Returns the delivery if its following attempt is due within LEAD_SECONDS: it then stays
@@ -222,9 +236,11 @@ class WebhookDispatcher:
             self._release([delivery.id])
             return None
         attempt = delivery.attempt_count + 1
-        headers = webhooks.signed_headers(self.settings.shared_keys, body, delivery, attempt)
         started = utcnow()
-        outcome = self._send(delivery.webhook_url, body, headers)
+        if keys is None:
+            outcome = webhooks.unsigned_outcome(job.id)
+        else:
+            outcome = self._send(delivery.webhook_url, body, webhooks.signed_headers(keys, body, delivery, attempt))
         with self.db.transaction() as session:
             current = session.get(WebhookDelivery, delivery.id, with_for_update=True)
             if current is None or current.lease_owner != self.owner or current.status != "pending":

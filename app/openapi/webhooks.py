@@ -50,7 +50,8 @@ def redeliver_operation() -> dict[str, Any]:
             "202": response("Queued; the delivery as it now stands.", ref("WebhookDelivery"), {"queued": REDELIVERY}),
             "401": shared("MissingSignature"),
             "403": shared("InvalidSignature"),
-            "404": response("No delivery has this id.", ref("Error"), {"not_found": error_example(
+            "404": response("No delivery of the caller's jobs has this id (another client's delivery is not found "
+                            "either).", ref("Error"), {"not_found": error_example(
                 "DELIVERY_NOT_FOUND", "Webhook delivery 41 not found", "Not found", {"delivery_id": "41"})}),
             "409": response("The delivery is still queued and will be retried without being asked.",
                             ref("DeliveryPending"), {"pending": error_example(
@@ -76,21 +77,29 @@ def webhooks(s: Settings) -> dict[str, Any]:
         "summary": "Sent to each lot's webhook URL when its job ends",
         "description": (
             "One POST per distinct URL (split into chunks of at most "
-            f"{s.webhook_max_lots_per_delivery:,} lots). X-Signature is `sha256=` + hex HMAC-SHA256 of the raw "
-            "body under SHARED_KEY; the Standard Webhooks headers (`webhook-id`, `webhook-timestamp`, "
-            "`webhook-signature`) carry the same body signed as `{id}.{timestamp}.{body}`. Answer 200, 201 or "
-            f"202; anything else is retried up to {s.webhook_max_retries} attempts with exponential backoff."),
+            f"{s.webhook_max_lots_per_delivery:,} lots), signed for the client that created the job with its "
+            "webhook secret (`whsec_` + base64; for the implicit client WEBHOOK_SECRET, or the secret derived "
+            "from SHARED_KEY), never with an API key. The Standard Webhooks headers (`webhook-id`, "
+            "`webhook-timestamp`, `webhook-signature`) sign `{id}.{timestamp}.{body}` with the bytes the "
+            "secret encodes, so any Standard Webhooks library verifies them with the secret as given; while a "
+            "rotated secret is kept, `webhook-signature` holds one `v1` entry per secret. X-Signature is "
+            "`sha256=` + hex HMAC-SHA256 of the raw body, keyed with SHARED_KEY for the implicit client (the "
+            "reference's recipe) and with the whole webhook secret string for every other client. Answer 200, "
+            f"201 or 202; anything else is retried up to {s.webhook_max_retries} attempts with exponential "
+            "backoff."),
         "parameters": [
             {"name": name, "in": "header", "required": True, "schema": {"type": "string"}, "description": text}
             for name, text in (
-                ("X-Signature", "sha256=<hex HMAC-SHA256 of the raw body>"),
+                ("X-Signature", "sha256=<hex HMAC-SHA256 of the raw body>, under SHARED_KEY (implicit client) or "
+                                "the client's webhook secret string"),
                 ("X-Job-ID", "The job the notification is about."),
                 ("X-Delivery-Attempt", "1 for the first attempt, then 2, 3, ..."),
                 ("X-Delivery-ID", "The delivery record's id, as in the delivery listing and for a redelivery."),
                 ("User-Agent", "Generation-Service/2.0"),
                 ("webhook-id", "Stable id of this delivery across retries."),
                 ("webhook-timestamp", "Unix time of this attempt."),
-                ("webhook-signature", "v1,<base64 HMAC-SHA256 of id.timestamp.body>"),
+                ("webhook-signature", "v1,<base64 HMAC-SHA256 of id.timestamp.body>, under the client's whsec_ "
+                                      "secret; space-separated, one per secret while a rotated one is kept"),
             )],
         "requestBody": json_body(ref("WebhookPayload"), {"completed": WEBHOOK_PAYLOAD}),
         "responses": {"200": {"description": "Received; 201 and 202 count as delivered too."}},

@@ -22,6 +22,9 @@ class Client(Base):
     # accept the reference's signatures (HMAC of the job id, the query or the lots) besides the GS2 scheme
     reference_scheme: Mapped[bool] = mapped_column(Boolean, default=False)
     webhook_secret: Mapped[str] = mapped_column(String(100))
+    # the secret before the last rotation: webhooks carry a signature with it too until it expires
+    previous_webhook_secret: Mapped[str | None] = mapped_column(String(100))
+    previous_webhook_secret_expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     # limits of its own; NULL: the deployment's setting
     rate_limit_sync: Mapped[str | None] = mapped_column(String(64))
     rate_limit_batch: Mapped[str | None] = mapped_column(String(64))

@@ -96,9 +96,11 @@ def test_claiming_follows_the_plan_and_next_due_looks_ahead(db, dispatcher, monk
     job_id = add_job(db, status="completed", stage="done")
     ids = [add_delivery(db, job_id, url=f"https://busy.test/{n}") for n in range(3)]
     started = []
-    monkeypatch.setattr(dispatcher, "_start", lambda delivery_id, host: started.append((delivery_id, host)))
+    monkeypatch.setattr(dispatcher, "_start", lambda delivery_id, host, keys: started.append((delivery_id, host, keys)))
     assert dispatcher.dispatch_due() == 3
-    assert sorted(started) == [(i, "https://busy.test:443") for i in ids]
+    assert sorted(entry[:2] for entry in started) == [(i, "https://busy.test:443") for i in ids]
+    # a job without a client of its own belongs to the implicit one: SHARED_KEY's derived secret signs it
+    assert {keys.client_id for _, _, keys in started} == {"default"}
     assert {delivery(db, i).lease_owner for i in ids} == {"worker-1"}
     later = add_delivery(db, job_id, url="https://other.test/", due_in=60)
     due = dispatcher.next_due()
@@ -115,7 +117,8 @@ def one_attempt(db, dispatcher) -> tuple[WebhookDelivery | None, WebhookDelivery
         assert leases.claim(session, WebhookDelivery, WebhookDelivery.id == delivery_id, WebhookDelivery.id, 1,
                             dispatcher.owner, dispatcher.lease_seconds) == [delivery_id]
         job = session.get(BatchJob, job_id)
-    kept = dispatcher._attempt(delivery(db, delivery_id), job, b"{}")
+    keys = dispatcher._keys_of([delivery_id])[delivery_id]
+    kept = dispatcher._attempt(delivery(db, delivery_id), job, b"{}", keys)
     return kept, delivery(db, delivery_id)
 
 
