@@ -227,6 +227,13 @@ def build_clients_parser() -> argparse.ArgumentParser:
                         help="how long the client's current keys stay valid: 24h (default), 30m, 90s, 2d, 0 (at once)")
     rotate.add_argument("--json", action="store_true", help="print JSON")
 
+    hook = commands.add_parser("rotate-webhook-secret", help="a new webhook secret, used at once; the old one keeps "
+                                                             "signing too for the grace")
+    hook.add_argument("client_id", metavar="ID")
+    hook.add_argument("--grace", type=grace_period, default=timedelta(hours=24),
+                      help="how long webhooks also carry a signature with the old secret: 24h (default), 0 (none)")
+    hook.add_argument("--json", action="store_true", help="print JSON")
+
     for action, meaning in (("disable", "refuse every request of the client (403 CLIENT_DISABLED)"),
                             ("enable", "accept the client's requests again")):
         commands.add_parser(action, help=meaning).add_argument("client_id", metavar="ID")
@@ -316,6 +323,16 @@ def clients_command(args: argparse.Namespace, settings, db) -> int:
         _print_issued({"client_id": issued.client_id, "key_id": issued.key_id, "secret": issued.secret,
                        "other_keys": [{"key_id": key_id, "expires_at": _when(expires)}
                                       for key_id, expires in keys if key_id != issued.key_id]}, args.json, "new key")
+    elif args.action == "rotate-webhook-secret":
+        secret = clients.rotate_webhook_secret(db, args.client_id, args.grace)
+        document = {"client_id": args.client_id, "webhook_secret": secret,
+                    "previous_secret_signs_for_seconds": int(args.grace.total_seconds())}
+        if args.json:
+            print_json(document)
+        else:
+            print(f"new webhook secret for client {args.client_id}\n  webhook secret: {secret}")
+            if args.grace:
+                print(f"  webhooks carry a signature with the previous secret too for {args.grace}")
     elif args.action in ("disable", "enable"):
         clients.set_enabled(db, args.client_id, args.action == "enable")
         print(f"client {args.client_id} {args.action}d")

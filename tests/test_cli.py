@@ -363,6 +363,19 @@ def test_clients_list_has_no_implicit_client_without_shared_key(managed, capsys,
     assert [c["id"] for c in json.loads(out)] == ["only-one"]
 
 
+def test_rotate_webhook_secret_prints_the_new_secret_and_list_shows_it(managed, capsys):
+    first = added(capsys, "hooked")
+    code, out, _ = clients_cmd(capsys, "rotate-webhook-secret", "hooked", "--grace", "1h", "--json")
+    assert code == 0
+    rotated = json.loads(out)
+    assert rotated["webhook_secret"].startswith("whsec_") and rotated["webhook_secret"] != first["webhook_secret"]
+    assert rotated["previous_secret_signs_for_seconds"] == 3600
+    listed = {c["id"]: c for c in json.loads(clients_cmd(capsys, "list", "--json", "--show-secrets")[1])}
+    assert listed["hooked"]["webhook_secret"] == rotated["webhook_secret"]
+    code, out, err = clients_cmd(capsys, "rotate-webhook-secret", "default")
+    assert code == 1 and json.loads(err)["code"] == "VALIDATION_ERROR" and "WEBHOOK_SECRET" in json.loads(err)["message"]
+
+
 def test_clients_disable_refuses_every_request_until_enabled(managed, capsys):
     client = gs2_client(managed.url, added(capsys, "pausable"))
     assert clients_cmd(capsys, "disable", "pausable")[:2] == (0, "client pausable disabled\n")
