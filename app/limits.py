@@ -27,7 +27,9 @@ decorator, then the X-RateLimit headers) cost a poll more than its database read
 them. They count a sliding window (two counters per key and limit, a constant cost; the moving
 window keeps one entry per request): in this process for memory:// (ProcessSlidingWindows), through
 the ``limits`` library (what Flask-Limiter is built on) on the limiter's storage otherwise. The failed
-authentications of every route are counted the same way, since the guard runs on every poll too.
+authentications of every route are counted the same way, since the guard runs on every poll too; in
+this process, a look at an empty set of failure windows (the usual case) takes neither lock nor
+arithmetic, and on a shared storage it is one more read per request.
 """
 from __future__ import annotations
 
@@ -362,6 +364,8 @@ class ProcessSlidingWindows:
 
     def test(self, item: RateLimitItem, key: str) -> float | None:
         """None when one more request would be allowed (nothing is counted), else the seconds to wait."""
+        if not self._windows:  # nothing counted lately (the usual case for failures): no lock, no arithmetic
+            return None
         return self._check(item, key, count=False)
 
     def _check(self, item: RateLimitItem, key: str, count: bool) -> float | None:
