@@ -9,9 +9,9 @@ A view carries its policy next to its route::
 ``enforce`` (called once the routes are registered) wraps each view with its signature check (before
 the view reads anything) and its rate limit: for a signed route, the client's own rate inside the check
 and a count of the address's failed checks outside it (so a flood without a key is refused before any
-signature work); for an unsigned one, the address's rate. A route without a declaration stops the app from starting, so none can be added
-unprotected; ``Signature.NONE`` and ``Limit.NONE`` say so on purpose (health, pages, the dashboard,
-which has its own sign-in).
+signature work); for an unsigned one, the address's rate. A route without a declaration stops the app
+from starting, so none can be added unprotected; ``Signature.NONE`` and ``Limit.NONE`` say so on
+purpose (health, pages, the dashboard, which has its own sign-in).
 """
 from __future__ import annotations
 
