@@ -267,3 +267,51 @@ def test_a_clients_own_queue_cap_is_429_while_the_service_has_room(make_live, im
     assert b.generate(_lots(image_server, 4, prefix="qd")).status_code == 201
     full = b.generate(_lots(image_server, 2, prefix="qe"))
     assert (full.status_code, full.json()["code"]) == (503, "QUEUE_FULL")
+
+
+@pytest.mark.parametrize("engine", ["postgresql", "sqlite"])
+def test_the_ledger_migration_keeps_every_dollar_both_ways(engine, request, tmp_path):
+    """Rows from before the ledger knew its clients become the implicit client's; going back folds the
+    clients' rows of a day and mode into one, losing no dollar and no lot."""
+    import psycopg
+    from alembic import command
+    from alembic.script import ScriptDirectory
+    from sqlalchemy import text
+
+    from database import Database, normalize_url
+    from database.migrate import alembic_config
+
+    if engine == "postgresql":
+        base = request.getfixturevalue("pg_url")
+        name = base.rsplit("/", 1)[1] + "_ledger_migration"
+        with psycopg.connect(base.rsplit("/", 1)[0] + "/postgres", autocommit=True) as admin:
+            admin.execute(f'DROP DATABASE IF EXISTS "{name}"')
+            admin.execute(f'CREATE DATABASE "{name}"')
+        url = base.rsplit("/", 1)[0] + "/" + name
+    else:
+        url = f"sqlite:///{tmp_path / 'ledger.db'}"
+    db = Database(normalize_url(url, str(tmp_path)))
+    script = ScriptDirectory.from_config(alembic_config(db.url))
+    ours = next(rev for rev in script.walk_revisions() if (rev.doc or "").startswith("the cost ledger per client"))
+    try:
+        with db.engine.begin() as connection:
+            config = alembic_config(db.url)
+            config.attributes["connection"] = connection
+            command.upgrade(config, ours.down_revision)
+            connection.execute(text("INSERT INTO cost_ledger (day, mode, cost_usd, lots) VALUES "
+                                    "('2026-11-30', 'batch', 1.5, 3), ('2026-11-30', 'sync', 0.25, 1)"))
+            command.upgrade(config, ours.revision)
+            rows = connection.execute(text("SELECT day, mode, client_id, cost_usd, lots FROM cost_ledger "
+                                           "ORDER BY mode")).all()
+            assert [(str(r[0]), r[1], r[2], r[3], r[4]) for r in rows] == [
+                ("2026-11-30", "batch", "default", 1.5, 3), ("2026-11-30", "sync", "default", 0.25, 1)]
+            connection.execute(text("INSERT INTO cost_ledger (day, mode, client_id, cost_usd, lots) VALUES "
+                                    "('2026-11-30', 'batch', 'auction-a', 2.0, 4)"))
+            command.downgrade(config, ours.down_revision)
+            folded = connection.execute(text("SELECT mode, cost_usd, lots FROM cost_ledger ORDER BY mode")).all()
+            assert [tuple(r) for r in folded] == [("batch", 3.5, 7), ("sync", 0.25, 1)]
+    finally:
+        db.dispose()
+        if engine == "postgresql":
+            with psycopg.connect(base.rsplit("/", 1)[0] + "/postgres", autocommit=True) as admin:
+                admin.execute(f'DROP DATABASE IF EXISTS "{name}"')
