@@ -165,7 +165,8 @@ class Settings(BaseSettings):
     openai_max_retries: int = env("OPENAI_MAX_RETRIES", 2, "retries per OpenAI call, handled by the SDK", ge=0, le=10)
     # cost
     max_daily_cost_usd: Budget = env("MAX_DAILY_COST_USD", None, "refuse requests whose estimate would take the UTC "
-                                     "day's OpenAI spending past this (429 `BUDGET_EXCEEDED`); unset or 0: off", ge=0.0)
+                                     "day's OpenAI spending, every client's together, past this (429 "
+                                     "`BUDGET_EXCEEDED`); unset or 0: off (a client's own budget still holds)", ge=0.0)
     cost_estimate_per_lot_usd: float = env("COST_ESTIMATE_PER_LOT_USD", 0.01, "estimated dollars per sync lot before "
                                            "there is completed work to average (batch lots: half)", ge=0.0)
     # sandbox (used when no OPENAI_API_KEY is set and OPENAI_SANDBOX=true)
@@ -181,8 +182,8 @@ class Settings(BaseSettings):
     max_sync_images: int = env("MAX_SYNC_IMAGES", 20, "photos per lot in sync mode", ge=1)
     max_images_per_lot: int = env("MAX_IMAGES_PER_LOT", 50, "photos per lot in batch mode", ge=1)
     max_languages: int = env("MAX_LANGUAGES", 10, "languages per request", ge=1)
-    max_queued_lots: int = env("MAX_QUEUED_LOTS", 1_000_000, "unfinished lots accepted across all jobs (503 "
-                               "`QUEUE_FULL` above)", ge=1)
+    max_queued_lots: int = env("MAX_QUEUED_LOTS", 1_000_000, "unfinished lots accepted across all jobs of every "
+                               "client (503 `QUEUE_FULL` above)", ge=1)
     # images
     image_timeout: float = env("IMAGE_TIMEOUT", 10.0, "wall-clock seconds of one whole photo check (connect, "
                                "headers, body, HEAD and GET, every redirect hop)", ge=0.1)
@@ -236,11 +237,14 @@ class Settings(BaseSettings):
     crash_after: str | None = env("GENSERVICE_CRASH_AFTER", None, "tests only: the worker dies at this named point "
                                   "(see `workers/faults.py`)")
     # rate limits
-    rate_limit_sync: Rate = env("RATE_LIMIT_SYNC", "100/minute", "sync requests per client address")
-    rate_limit_batch: Rate = env("RATE_LIMIT_BATCH", "10/minute", "batch requests per client address")
-    rate_limit_polling: Rate = env("RATE_LIMIT_POLLING", "1000/minute", "polling requests per client address: "
-                                   "status, results, download, list, cancel, deliveries and estimate draw on one "
-                                   "budget, counted over a sliding window")
+    rate_limit_sync: Rate = env("RATE_LIMIT_SYNC", "100/minute", "sync requests per client (unless it has its own "
+                                "rate); per address, failed signature checks of sync requests")
+    rate_limit_batch: Rate = env("RATE_LIMIT_BATCH", "10/minute", "batch requests per client (unless it has its own "
+                                 "rate); per address, failed signature checks of batch requests")
+    rate_limit_polling: Rate = env("RATE_LIMIT_POLLING", "1000/minute", "polling requests per client (unless it has "
+                                   "its own rate): status, results, download, list, cancel, deliveries and estimate "
+                                   "draw on one budget, counted over a sliding window; per address, failed "
+                                   "signature checks of those")
     ratelimit_storage_uri: str = env("RATELIMIT_STORAGE_URI", "memory://", "`redis://host:6379` to share limits "
                                      "between instances")
     ratelimit_enabled: Flag = env("RATELIMIT_ENABLED", True, "apply the rate limits")

@@ -6,11 +6,12 @@ A view carries its policy next to its route::
     @policy(signature=Signature.JOB_ID, limit=Limit.POLLING)
     def batch_status(job_id): ...
 
-``enforce`` (called once the routes are registered) wraps each view with its rate limit (outermost,
-so a flood is refused before any signature work) and its signature check (before the view reads
-anything). A route without a declaration stops the app from starting, so none can be added
-unprotected; ``Signature.NONE`` and ``Limit.NONE`` say so on purpose (health, pages, the dashboard,
-which has its own sign-in).
+``enforce`` (called once the routes are registered) wraps each view with its signature check (before
+the view reads anything) and its rate limit: for a signed route, the client's own rate inside the check
+and a count of the address's failed checks outside it (so a flood without a key is refused before any
+signature work); for an unsigned one, the address's rate. A route without a declaration stops the app
+from starting, so none can be added unprotected; ``Signature.NONE`` and ``Limit.NONE`` say so on
+purpose (health, pages, the dashboard, which has its own sign-in).
 """
 from __future__ import annotations
 
@@ -33,7 +34,7 @@ class Signature(enum.Enum):
 
 
 class Limit(enum.Enum):
-    """Which rate limit counts a request, per client address (see app/limits.py)."""
+    """Which rate limit counts a request: per client when signed, else per address (see app/limits.py)."""
 
     NONE = "none"
     GENERATE = "sync/batch"      # RATE_LIMIT_SYNC for one lot, RATE_LIMIT_BATCH for several
@@ -95,6 +96,12 @@ def enforce(app: Flask) -> None:
         variable = auth.PATH_VARIABLES.get(found.signature)
         if variable and any(variable not in rule.arguments for rule in app.url_map.iter_rules(endpoint)):
             raise RuntimeError(f"route {endpoint!r} is signed over {variable!r}, which its path does not have")
-        view = auth.signed(found.signature, view)
-        app.view_functions[endpoint] = limits.limited(app, endpoint, found.limit, view)
+        if found.signature is Signature.NONE:
+            view = limits.limited(app, endpoint, found.limit, view, by_client=False)
+        else:
+            # the client's own rate once its signature named it; before the check, only the address's
+            # failed checks, so a flood without a key is refused without any signature work
+            view = limits.limited(app, endpoint, found.limit, view)
+            view = limits.guarded(app, endpoint, found.limit, auth.signed(found.signature, view))
+        app.view_functions[endpoint] = view
         done[endpoint] = found

@@ -16,6 +16,7 @@ from sqlalchemy.orm import Session
 from database import Database
 from database.models import SNAPSHOT_COLUMNS, AnyJob, BatchJob, BatchLot, JobSnapshot
 from services import costs, lifecycle
+from services.clients import ClientLimits
 from services.clock import iso, parse_iso, utcnow
 from services.errors import ServiceError
 from services.lifecycle import ACTIVE, JobStatus, Stage, completion_percentage
@@ -36,10 +37,21 @@ def initial_estimate(now: datetime, strategy: str, total_lots: int, direct_concu
     return now + timedelta(minutes=60 + total_lots // 1000 * 5)
 
 
-def queued_lots(session: Session) -> int:
+def queued_lots(session: Session, client_id: str | None = None) -> int:
+    """Unfinished lots of active jobs: one client's, or (None) every client's."""
     remaining = BatchJob.total_lots - BatchJob.processed_lots - BatchJob.failed_lots
-    value = session.scalar(select(func.coalesce(func.sum(remaining), 0)).where(BatchJob.status.in_(ACTIVE)))
-    return int(value or 0)
+    query = select(func.coalesce(func.sum(remaining), 0)).where(BatchJob.status.in_(ACTIVE))
+    if client_id is not None:
+        query = query.where(BatchJob.client_id == client_id)
+    return int(session.scalar(query) or 0)
+
+
+def client_queue_full(client_id: str, cap: int, queued: int, requested: int) -> ServiceError:
+    """429, not QUEUE_FULL's 503: the service has room, this client has used up its own share of it."""
+    return ServiceError(429, "CLIENT_QUEUE_FULL", f"Client {client_id} has {queued:,} unfinished lots queued; "
+                        f"{requested:,} more would pass its own cap of {cap:,}: retry once some of its jobs finish",
+                        {"client_id": client_id, "max_queued_lots": cap, "queued_lots": queued,
+                         "requested_lots": requested}, retry_after=300)
 
 
 # the advisory lock every accept takes on PostgreSQL (any fixed 64-bit number that nothing else uses)
@@ -47,10 +59,13 @@ ACCEPT_LOCK_KEY = 0x67656E5F61636370  # "gen_accp"
 
 
 def create_job(db: Database, req: GenerateRequest, settings, metrics=None, client_id: str = "default",
-               idempotency_key: str | None = None) -> BatchJob:
-    """Accept a job for a client: refused with 429 when its estimated cost would pass the day's budget, 503
-    when the queue is full. With an ``idempotency_key``, the job records it (unique per client), so a retry
-    that finds no saved answer (its first attempt died after the commit) finds the job instead."""
+               idempotency_key: str | None = None, limits: ClientLimits | None = None) -> BatchJob:
+    """Accept a job for a client: refused with 429 when its estimated cost would pass the day's budget (the
+    deployment's or the client's own) or its lots the client's own queue cap, 503 when the service's queue is
+    full. ``limits`` are the client's own (None: none of its own). With an ``idempotency_key``, the job
+    records it (unique per client), so a retry that finds no saved answer (its first attempt died after the
+    commit) finds the job instead."""
+    limits = limits or ClientLimits()
     now = utcnow()
     strategy = choose_strategy(settings.batch_strategy, len(req.lots), settings.direct_max_lots)
     job = BatchJob(
@@ -68,7 +83,13 @@ def create_job(db: Database, req: GenerateRequest, settings, metrics=None, clien
             # one accept at a time, so two jobs arriving together cannot both pass the budget or the queue cap
             # (each sees the other's lots and estimate only once it is committed); released at commit
             session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": ACCEPT_LOCK_KEY})
-        job.estimated_cost_usd = costs.check_budget_in(session, len(req.lots), "batch", settings, now).cost_usd
+        job.estimated_cost_usd = costs.check_budget_in(
+            session, len(req.lots), "batch", settings, now, client_id=client_id,
+            client_budget_usd=limits.max_daily_cost_usd).cost_usd
+        if limits.max_queued_lots is not None:
+            queued = queued_lots(session, client_id)
+            if queued + len(req.lots) > limits.max_queued_lots:
+                raise client_queue_full(client_id, limits.max_queued_lots, queued, len(req.lots))
         if queued_lots(session) + len(req.lots) > settings.max_queued_lots:
             raise ServiceError(503, "QUEUE_FULL", "The service has too much queued work to finish this job in time; "
                                "retry later", {"max_queued_lots": settings.max_queued_lots}, retry_after=300)

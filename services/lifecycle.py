@@ -217,11 +217,11 @@ def end(session: Session, job_id: str, status: JobStatus, message: str | None,
     final = final_counters(session, job_id)
     session.execute(update(BatchJob).where(BatchJob.id == job_id).values(**final)
                     .execution_options(synchronize_session=False))
-    # the completed lots are what the per-lot cost estimate divides the day's batch spending by
-    costs.record(session, 0.0, mode="batch", lots=final["processed_lots"])
     session.flush()
     job = session.get(BatchJob, job_id)
     session.refresh(job)
+    # the completed lots are what the per-lot cost estimate divides the day's batch spending by
+    costs.record(session, 0.0, mode="batch", client_id=job.client_id, lots=final["processed_lots"])
     if on_final is not None:
         on_final(session, job)
     return job

@@ -2,15 +2,20 @@
 from __future__ import annotations
 
 import json
+import time
 from datetime import datetime, timezone
 
 import pytest
 import requests
+from sqlalchemy import select
 
 from app.cli import main as cli_main
+from database.models import CostLedger
+from services import clients, costs
+from services.clients import ClientLimits
 from services.costs import seconds_to_next_day
 from services.models import registry
-from tests.support.client import CAMRY, TEST_KEY, Api, body_signature, photo_lots
+from tests.support.client import CAMRY, TEST_KEY, Api, Gs2Api, body_signature, photo_lots
 
 
 def _lots(image_server, count: int, prefix: str = "c"):
@@ -166,3 +171,147 @@ def test_jobs_accepted_at_the_same_moment_cannot_both_pass_the_budget(pg_databas
     finally:
         server.stop()
         app.extensions["genservice"].close()
+
+
+# ---- budgets per client --------------------------------------------------------------------------
+
+def _clients(live, **own):
+    """Clients ``a`` (with ``own`` limits) and ``b`` (none of its own), as GS2 callers of ``live``."""
+    db = live.app.extensions["genservice"].db
+    a = clients.add_client(db, "budget-a", limits=ClientLimits(**own))
+    b = clients.add_client(db, "budget-b")
+    return [Gs2Api(live.url, c.client_id, c.key_id, c.secret) for c in (a, b)]
+
+
+def _gs2_estimate(api: Gs2Api, lots):
+    body = json.dumps({"version": "1.0.0", "languages": ["en", "de"], "lots": lots}).encode()
+    return api.request("POST", "/api/v1/estimate", body=body).json()
+
+
+def test_a_client_over_its_own_budget_is_refused_while_another_gets_through(make_live, image_server):
+    # batch lots are estimated at $0.005 each; nothing finishes, so accepted jobs stay reserved
+    live = make_live(MAX_DAILY_COST_USD="0.10", COST_ESTIMATE_PER_LOT_USD="0.01", WORKER_ENABLED="false")
+    a, b = _clients(live, max_daily_cost_usd=0.03)
+    assert a.generate(_lots(image_server, 4, prefix="oa"), ["en", "de"]).status_code == 201  # $0.02 of a's $0.03
+    refused = a.generate(_lots(image_server, 4, prefix="ob"), ["en", "de"])
+    assert refused.status_code == 429, refused.text
+    error = refused.json()
+    assert error["code"] == "BUDGET_EXCEEDED" and "its own daily budget of $0.03" in error["message"]
+    assert error["details"]["budget_scope"] == "client" and error["details"]["daily_budget_usd"] == 0.03
+    assert error["details"]["reserved_usd"] == pytest.approx(0.02)
+    assert 0 < int(refused.headers["Retry-After"]) <= 86_401
+    # b has no budget of its own: only the deployment's, which a's $0.02 and b's own count against
+    assert b.generate(_lots(image_server, 4, prefix="oc"), ["en", "de"]).status_code == 201
+    assert b.generate(_lots(image_server, 8, prefix="od"), ["en", "de"]).status_code == 201  # $0.08 of $0.10 now
+    over = b.generate(_lots(image_server, 6, prefix="oe"), ["en", "de"])  # $0.03 more: past the deployment's
+    assert over.status_code == 429 and over.json()["details"]["budget_scope"] == "deployment"
+    assert over.json()["details"]["daily_budget_usd"] == 0.10
+    assert over.json()["details"]["reserved_usd"] == pytest.approx(0.08)
+    # each estimate shows the budget with the least left: a's own for a, the deployment's for b
+    mine = _gs2_estimate(a, _lots(image_server, 1, prefix="of"))
+    assert (mine["within_budget"], mine["budget_scope"], mine["daily_budget_usd"]) == (True, "client", 0.03)
+    assert mine["remaining_today_usd"] == pytest.approx(0.01) and mine["reserved_usd"] == pytest.approx(0.02)
+    theirs = _gs2_estimate(b, _lots(image_server, 6, prefix="og"))
+    assert (theirs["within_budget"], theirs["budget_scope"]) == (False, "deployment")
+    assert theirs["remaining_today_usd"] == pytest.approx(0.02)
+
+
+def test_sync_requests_are_charged_to_their_client(make_live, image_server):
+    live = make_live(COST_ESTIMATE_PER_LOT_USD="0.01")
+    a, b = _clients(live)
+    answer = a.generate(_lots(image_server, 1, prefix="sa"), ["en", "de"])
+    assert answer.status_code == 200, answer.text
+    spent = answer.json()["cost_usd"]
+    assert spent > 0
+    # neither has a budget: each estimate shows that client's own spending today
+    assert _gs2_estimate(a, _lots(image_server, 1, prefix="sb"))["spent_today_usd"] == pytest.approx(spent, abs=2e-6)
+    assert _gs2_estimate(b, _lots(image_server, 1, prefix="sc"))["spent_today_usd"] == 0
+    # a sync request past a client's own budget is refused before any OpenAI call; the other one's is not
+    db = live.app.extensions["genservice"].db
+    clients.update_client(db, a.client_id, max_daily_cost_usd=spent + 0.001)  # less than one more lot's $0.01
+    refused = a.generate(_lots(image_server, 1, prefix="sd"), ["en", "de"])
+    assert (refused.status_code, refused.json()["code"]) == (429, "BUDGET_EXCEEDED"), refused.text
+    assert refused.json()["details"]["spent_today_usd"] == pytest.approx(spent, abs=2e-6)
+    assert b.generate(_lots(image_server, 1, prefix="se"), ["en", "de"]).status_code == 200
+    # the dashboard's days: the deployment's total, and each client's part of it
+    today = costs.daily_totals(db, 1)[0]
+    assert today["cost_usd"] == pytest.approx(today["clients"]["budget-a"] + today["clients"]["budget-b"])
+    assert today["clients"]["budget-a"] == pytest.approx(spent, abs=2e-6) and today["sync_usd"] == today["cost_usd"]
+
+
+def test_a_clients_batch_spending_is_booked_to_it(make_live, image_server):
+    live = make_live()
+    a, _b = _clients(live)
+    job_id = a.generate(_lots(image_server, 3, prefix="bk"), ["en", "de"]).json()["job_id"]
+    deadline = time.monotonic() + 60
+    while (status := a.status(job_id).json())["status"] not in ("completed", "failed") and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert status["status"] == "completed", status
+    with live.app.extensions["genservice"].db.session() as session:
+        rows = session.execute(select(CostLedger.client_id, CostLedger.cost_usd, CostLedger.lots)).all()
+    assert [(client, lots) for client, _usd, lots in rows] == [("budget-a", 3)]
+    assert rows[0][1] == pytest.approx(status["processing_details"]["cost_usd"], abs=1e-6)
+
+
+def test_a_clients_own_queue_cap_is_429_while_the_service_has_room(make_live, image_server):
+    live = make_live(MAX_QUEUED_LOTS=10, WORKER_ENABLED="false")
+    a, b = _clients(live, max_queued_lots=5)
+    assert a.generate(_lots(image_server, 3, prefix="qa")).status_code == 201
+    refused = a.generate(_lots(image_server, 3, prefix="qb"))
+    assert refused.status_code == 429, refused.text
+    error = refused.json()
+    assert error["code"] == "CLIENT_QUEUE_FULL" and int(refused.headers["Retry-After"]) > 0
+    assert error["details"] == {"client_id": "budget-a", "max_queued_lots": 5, "queued_lots": 3, "requested_lots": 3}
+    assert a.generate(_lots(image_server, 2, prefix="qc")).status_code == 201  # exactly its cap
+    # b has no cap of its own; the service's MAX_QUEUED_LOTS still holds for everyone
+    assert b.generate(_lots(image_server, 4, prefix="qd")).status_code == 201
+    full = b.generate(_lots(image_server, 2, prefix="qe"))
+    assert (full.status_code, full.json()["code"]) == (503, "QUEUE_FULL")
+
+
+@pytest.mark.parametrize("engine", ["postgresql", "sqlite"])
+def test_the_ledger_migration_keeps_every_dollar_both_ways(engine, request, tmp_path):
+    """Rows from before the ledger knew its clients become the implicit client's; going back folds the
+    clients' rows of a day and mode into one, losing no dollar and no lot."""
+    import psycopg
+    from alembic import command
+    from alembic.script import ScriptDirectory
+    from sqlalchemy import text
+
+    from database import Database, normalize_url
+    from database.migrate import alembic_config
+
+    if engine == "postgresql":
+        base = request.getfixturevalue("pg_url")
+        name = base.rsplit("/", 1)[1] + "_ledger_migration"
+        with psycopg.connect(base.rsplit("/", 1)[0] + "/postgres", autocommit=True) as admin:
+            admin.execute(f'DROP DATABASE IF EXISTS "{name}"')
+            admin.execute(f'CREATE DATABASE "{name}"')
+        url = base.rsplit("/", 1)[0] + "/" + name
+    else:
+        url = f"sqlite:///{tmp_path / 'ledger.db'}"
+    db = Database(normalize_url(url, str(tmp_path)))
+    script = ScriptDirectory.from_config(alembic_config(db.url))
+    ours = next(rev for rev in script.walk_revisions() if (rev.doc or "").startswith("the cost ledger per client"))
+    try:
+        with db.engine.begin() as connection:
+            config = alembic_config(db.url)
+            config.attributes["connection"] = connection
+            command.upgrade(config, ours.down_revision)
+            connection.execute(text("INSERT INTO cost_ledger (day, mode, cost_usd, lots) VALUES "
+                                    "('2026-11-30', 'batch', 1.5, 3), ('2026-11-30', 'sync', 0.25, 1)"))
+            command.upgrade(config, ours.revision)
+            rows = connection.execute(text("SELECT day, mode, client_id, cost_usd, lots FROM cost_ledger "
+                                           "ORDER BY mode")).all()
+            assert [(str(r[0]), r[1], r[2], r[3], r[4]) for r in rows] == [
+                ("2026-11-30", "batch", "default", 1.5, 3), ("2026-11-30", "sync", "default", 0.25, 1)]
+            connection.execute(text("INSERT INTO cost_ledger (day, mode, client_id, cost_usd, lots) VALUES "
+                                    "('2026-11-30', 'batch', 'auction-a', 2.0, 4)"))
+            command.downgrade(config, ours.down_revision)
+            folded = connection.execute(text("SELECT mode, cost_usd, lots FROM cost_ledger ORDER BY mode")).all()
+            assert [tuple(r) for r in folded] == [("batch", 3.5, 7), ("sync", 0.25, 1)]
+    finally:
+        db.dispose()
+        if engine == "postgresql":
+            with psycopg.connect(base.rsplit("/", 1)[0] + "/postgres", autocommit=True) as admin:
+                admin.execute(f'DROP DATABASE IF EXISTS "{name}"')

@@ -129,7 +129,7 @@ class JobRunner:
                     cached_input_tokens=BatchJob.cached_input_tokens + usage.cached_input_tokens,
                     reasoning_tokens=BatchJob.reasoning_tokens + usage.reasoning_tokens,
                     cost_usd=BatchJob.cost_usd + usage.cost_usd))
-                costs.record(session, usage.cost_usd, mode="batch")
+                costs.record(session, usage.cost_usd, mode="batch", client_id=job.client_id)
         return add
 
     # ---- stages ------------------------------------------------------------------------------

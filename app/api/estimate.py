@@ -5,6 +5,7 @@ from flask import jsonify
 
 from app.api import bp, runtime
 from app.api.generate import read_generate_request
+from app.auth import current_client
 from app.policies import Limit, Signature, policy
 from services import costs
 
@@ -16,6 +17,8 @@ def estimate():
     req = read_generate_request()
     rt = runtime()
     s = rt.settings
-    found = costs.estimate(rt.db, len(req.lots), "batch" if req.is_batch else "sync", s)
+    client = current_client()
+    found = costs.estimate(rt.db, len(req.lots), "batch" if req.is_batch else "sync", s, client_id=client.id,
+                           client_budget_usd=client.limits.max_daily_cost_usd)
     return jsonify({**found.as_dict(), "languages": req.languages,
                     "models": {"vision": s.openai_model_vision, "translation": s.openai_model_translation}})

@@ -30,23 +30,25 @@ def generate_descriptions():
     rt = runtime()
     s = rt.settings
     req = read_generate_request()
+    client = current_client()
     if req.is_batch:
-        job = jobs.create_job(rt.db, req, s, metrics=rt.metrics, client_id=current_client().id)
+        job = jobs.create_job(rt.db, req, s, metrics=rt.metrics, client_id=client.id, limits=client.limits)
         if rt.worker is not None:
             rt.worker.wake()
         return jsonify(jobs.accepted_view(job)), 201
     lot = req.lots[0]
-    if s.max_daily_cost_usd is not None:  # without a budget the estimate would only cost three reads
-        costs.check_budget(rt.db, 1, "sync", s)
+    own_budget = client.limits.max_daily_cost_usd
+    if costs.needs_check(s, own_budget):  # without a budget the estimate would only cost reads
+        costs.check_budget(rt.db, 1, "sync", s, client_id=client.id, client_budget_usd=own_budget)
     with rt.metrics.duration.labels(mode="sync").time():
         try:
             described = rt.generator.describe(lot.lot_id, lot.image_urls, lot.additional_info, req.languages)
         except ServiceError as exc:
             spent = getattr(exc, "spent", None)
             if spent is not None and spent.cost_usd:
-                costs.record_sync(rt.db, spent.cost_usd, completed=False)
+                costs.record_sync(rt.db, spent.cost_usd, completed=False, client_id=client.id)
             raise
-    costs.record_sync(rt.db, described.usage.cost_usd)
+    costs.record_sync(rt.db, described.usage.cost_usd, client_id=client.id)
     rt.metrics.requests.labels(mode="sync").inc()
     return jsonify({
         "version": req.version,

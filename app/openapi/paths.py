@@ -57,15 +57,22 @@ def generate_operation(s: Settings) -> dict[str, Any]:
                                                 {"missing_images": ["https://photos.example.com/xc60-left.jpg"],
                                                  "usable_images": 0, "required_images": 1})),
             "429": {**error_response(
-                "Too many requests in the current window (RATE_LIMITED), or the request's estimated cost would take "
-                "today's OpenAI spending past MAX_DAILY_COST_USD (BUDGET_EXCEEDED, until the next UTC day).",
+                "Too many requests in the current window (RATE_LIMITED), the request's estimated cost would take "
+                "today's OpenAI spending past MAX_DAILY_COST_USD or the client's own daily budget (BUDGET_EXCEEDED, "
+                "until the next UTC day), or a batch would pass the client's own cap of queued lots "
+                "(CLIENT_QUEUE_FULL).",
                 limited=error_example("RATE_LIMITED", "Rate limit exceeded (10 per 1 minute); retry after the time "
                                       "in Retry-After", "Too many requests"),
                 budget=error_example("BUDGET_EXCEEDED", "This request's estimated cost ($250.0000) would take "
                                      "today's OpenAI spending past the daily budget of $200.00; retry after the "
                                      "next UTC day starts", "Too many requests",
                                      {"estimated_cost_usd": 250.0, "daily_budget_usd": 200.0,
-                                      "spent_today_usd": 12.5, "within_budget": False})),
+                                      "spent_today_usd": 12.5, "within_budget": False}),
+                client_queue=error_example("CLIENT_QUEUE_FULL", "Client auction-a has 9,000 unfinished lots queued; "
+                                           "2,000 more would pass its own cap of 10,000: retry once some of its "
+                                           "jobs finish", "Too many requests",
+                                           {"client_id": "auction-a", "max_queued_lots": 10000, "queued_lots": 9000,
+                                            "requested_lots": 2000})),
                 "headers": {"Retry-After": {"$ref": "#/components/headers/Retry-After"}}},
             "500": shared("InternalError"),
             "502": error_response("OpenAI failed to answer a single-lot request.", upstream=error_example(

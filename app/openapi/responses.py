@@ -67,9 +67,13 @@ def shared_responses(s: Settings) -> dict[str, Any]:
             body_too_large=error_example("PAYLOAD_TOO_LARGE", f"Request body exceeds the limit of {limit:,} bytes",
                                          "Request too large", {"max_bytes": limit})),
         "RateLimited": {
-            **error_response("Too many requests from this address in the current window.",
+            **error_response("Too many requests from this client in the current window, or too many without a "
+                             "valid signature from this address (details.counted_by: address).",
                              limited=error_example("RATE_LIMITED", "Rate limit exceeded (10 per 1 minute); retry "
-                                                   "after the time in Retry-After", "Too many requests")),
+                                                   "after the time in Retry-After", "Too many requests"),
+                             address=error_example("RATE_LIMITED", "Too many requests without a valid signature from "
+                                                   "this address (1000 per 1 minute); retry after the time in "
+                                                   "Retry-After", "Too many requests", {"counted_by": "address"})),
             "headers": {"Retry-After": {"$ref": "#/components/headers/Retry-After"}},
         },
         "InternalError": error_response(

@@ -122,6 +122,9 @@ def result_schemas() -> dict[str, Any]:
             "reserved_usd": {"type": "number", "minimum": 0,
                              "description": "What accepted, unfinished jobs are still expected to spend."},
             "daily_budget_usd": nullable("number"), "remaining_today_usd": {"type": "number", "minimum": 0},
+            "budget_scope": {"type": "string", "enum": ["client", "deployment"],
+                             "description": "Whose daily budget the figures are: the caller's own, or the "
+                                            "deployment's (every client's spending); the one with the least left."},
             "within_budget": {"type": "boolean"}, "languages": array(STRING),
             "models": obj({"vision": STRING, "translation": STRING}),
         }, ["total_lots", "processing_mode", "estimated_cost_usd", "within_budget"]),
