@@ -164,10 +164,12 @@ def test_http_url_check(url, ok):
     (lambda l: l.update(images=[{"url": "http://127.0.0.1:9/a\x00.jpg"}]), 422, "INVALID_IMAGE_URLS"),
     (lambda l: l.update(images=[{"url": "http://127.0.0.1:9/\udc00.jpg"}]), 422, "INVALID_IMAGE_URLS"),
     (lambda l: l.update(webhook="http://127.0.0.1:9/\x00"), 422, "INVALID_WEBHOOK_URL"),
+    (lambda l: l.update(webhook="http://127.0.0.1:9/\udfff"), 422, "INVALID_WEBHOOK_URL"),
 ])
 def test_text_that_cannot_be_stored_is_refused_not_a_500(module_live, mutate, status, code):
     """A NUL character or an unpaired surrogate (JSON may spell both as escapes) in a batch used to reach
-    PostgreSQL and answer 500; it is refused with the field named."""
+    PostgreSQL and answer 500; it is refused with the field named (and an URL echoed in the error keeps
+    its surrogate as a JSON escape: it has no UTF-8 form)."""
     lots = [lot("v-7", [URL]), lot("v-8", [URL])]
     mutate(lots[1])
     answer = requests.post(f"{module_live.url}/api/v1/generate-descriptions", json=signed(lots), timeout=30)
