@@ -9,12 +9,15 @@ transaction that starts the job or ends it (whichever comes first): one INSERT .
 database itself expands from the stored JSON, so no process holds the lots in memory again, and a
 crash part-way rolls the whole expansion back, to be done again.
 
-A page's text is a JSON array with one array per lot, in request order:
-``[lot_id, additional_info, [image url, ...], webhook url or null]``.
+A page's text is a JSON array with one object per lot, in request order:
+``{"lot_id": ..., "additional_info": ..., "image_urls": [...], "webhook": url or null}``, written by
+orjson straight from the validated lot records (dataclasses), so storing 50,000 lots creates no Python
+object per lot: with the parsed request in memory, every allocation risks a pass of the cyclic
+collector over its million objects.
 """
 from __future__ import annotations
 
-from typing import Iterable, Sequence
+from typing import Any, Iterable, Sequence
 
 import orjson
 from sqlalchemy import insert, text
@@ -24,8 +27,7 @@ from sqlalchemy.orm import Session
 from database.models import BatchLotPage
 
 PAGE_LOTS = 1000
-
-LotRow = tuple[str, str, Sequence[str], "str | None"]
+PAGES_PER_INSERT = 8  # so the request holds a few pages of text at a time, not all of them
 
 _COLUMNS = ("job_id, seq, lot_id, additional_info, image_urls, webhook_url, status, processed_images, "
             "vision_attempts, translation_attempts")
@@ -35,8 +37,8 @@ _COLUMNS = ("job_id, seq, lot_id, additional_info, image_urls, webhook_url, stat
 _EXPAND_POSTGRESQL = f"""
 WITH pages AS (DELETE FROM batch_lot_pages WHERE job_id = :job_id RETURNING job_id, first_seq, lots)
 INSERT INTO batch_lots ({_COLUMNS})
-SELECT pages.job_id, pages.first_seq + lot.n - 1, lot.value ->> 0, lot.value ->> 1, lot.value -> 2,
-       lot.value ->> 3, 'pending', 0, 0, 0
+SELECT pages.job_id, pages.first_seq + lot.n - 1, lot.value ->> 'lot_id', lot.value ->> 'additional_info',
+       lot.value -> 'image_urls', lot.value ->> 'webhook', 'pending', 0, 0, 0
 FROM pages CROSS JOIN LATERAL jsonb_array_elements(pages.lots::jsonb) WITH ORDINALITY AS lot(value, n)
 ORDER BY pages.first_seq, lot.n
 """
@@ -44,23 +46,30 @@ ORDER BY pages.first_seq, lot.n
 # SQLite has one writer at a time, so the read and the delete cannot interleave with another expansion
 _EXPAND_SQLITE = f"""
 INSERT INTO batch_lots ({_COLUMNS})
-SELECT pages.job_id, pages.first_seq + lot.key, json_extract(lot.value, '$[0]'), json_extract(lot.value, '$[1]'),
-       json_extract(lot.value, '$[2]'), json_extract(lot.value, '$[3]'), 'pending', 0, 0, 0
+SELECT pages.job_id, pages.first_seq + lot.key, json_extract(lot.value, '$.lot_id'),
+       json_extract(lot.value, '$.additional_info'), json_extract(lot.value, '$.image_urls'),
+       json_extract(lot.value, '$.webhook'), 'pending', 0, 0, 0
 FROM batch_lot_pages AS pages, json_each(pages.lots) AS lot
 WHERE pages.job_id = :job_id
 ORDER BY pages.first_seq, lot.key
 """
 
 
-def page_texts(rows: Sequence[LotRow]) -> Iterable[tuple[int, str]]:
-    """(first seq, JSON text) of each page of ``rows``."""
-    for first in range(0, len(rows), PAGE_LOTS):
-        yield first, orjson.dumps(rows[first:first + PAGE_LOTS]).decode()
+def page_texts(lots: Sequence[Any]) -> Iterable[tuple[int, str]]:
+    """(first seq, JSON text) of each page of ``lots``: dataclass records with the fields lot_id,
+    additional_info, image_urls and webhook (services.lots.LotInput)."""
+    for first in range(0, len(lots), PAGE_LOTS):
+        yield first, orjson.dumps(lots[first:first + PAGE_LOTS]).decode()
 
 
-def store(session: Session, job_id: str, rows: Sequence[LotRow]) -> None:
-    """Keep a new job's lots (validated, in request order) as pages, in the caller's transaction."""
-    pages = [{"job_id": job_id, "first_seq": first, "lots": page} for first, page in page_texts(rows)]
+def store(session: Session, job_id: str, lots: Sequence[Any]) -> None:
+    """Keep a new job's lots (validated records, in request order) as pages, in the caller's transaction."""
+    pages: list[dict[str, Any]] = []
+    for first, page in page_texts(lots):
+        pages.append({"job_id": job_id, "first_seq": first, "lots": page})
+        if len(pages) == PAGES_PER_INSERT:
+            session.execute(insert(BatchLotPage), pages)
+            pages = []
     if pages:
         session.execute(insert(BatchLotPage), pages)
 
@@ -91,11 +100,11 @@ def has_pages(session: Session, job_id: str) -> bool:
                            {"job_id": job_id}).first() is not None
 
 
-def read(session: Session, job_id: str, offset: int, limit: int) -> list[tuple[int, list]]:
+def read(session: Session, job_id: str, offset: int, limit: int) -> list[tuple[int, dict]]:
     """Lots ``offset`` .. ``offset + limit - 1`` (in request order) of a job whose lots are still pages,
-    as (seq, [lot_id, additional_info, urls, webhook]); only the pages that hold them are decoded."""
+    as (seq, the lot's fields as stored); only the pages that hold them are decoded."""
     last = offset + limit - 1
-    found: list[tuple[int, list]] = []
+    found: list[tuple[int, dict]] = []
     pages = session.execute(text("SELECT first_seq, lots FROM batch_lot_pages WHERE job_id = :job_id "
                                  "AND first_seq <= :last ORDER BY first_seq DESC"), {"job_id": job_id, "last": last})
     for first_seq, page in pages:

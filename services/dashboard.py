@@ -197,11 +197,11 @@ def lot_row(lot: BatchLot, languages: list[str], texts: dict[str, str]) -> dict[
     }
 
 
-def queued_lot(seq: int, fields: list) -> BatchLot:
+def queued_lot(seq: int, fields: dict) -> BatchLot:
     """A lot of a job still in its queue, read from its page, shown as the pending lot it will become."""
-    lot_id, info, urls, webhook = fields
-    return BatchLot(seq=seq, lot_id=lot_id, additional_info=info, image_urls=urls, webhook_url=webhook,
-                    status="pending", processed_images=0)
+    return BatchLot(seq=seq, lot_id=fields["lot_id"], additional_info=fields["additional_info"],
+                    image_urls=fields["image_urls"], webhook_url=fields["webhook"], status="pending",
+                    processed_images=0)
 
 
 def lots_page(db: Database, job_id: str, page: Any = 1, only: str = "all") -> dict[str, Any]:

@@ -80,8 +80,7 @@ def create_job(db: Database, req: GenerateRequest, settings, metrics=None) -> Ba
 def _insert_lots(session: Session, job_id: str, req: GenerateRequest) -> None:
     """The lots are kept as a few pages of JSON; the worker writes them into batch_lots when it takes the
     job up (database/lot_pages.py), so 50,000 lots cost the request a few inserts, not 50,000 indexed rows."""
-    lot_pages.store(session, job_id, [(lot.lot_id, lot.additional_info, lot.image_urls, lot.webhook)
-                                      for lot in req.lots])
+    lot_pages.store(session, job_id, req.lots)
 
 
 # ---- views -------------------------------------------------------------------------------------

@@ -30,8 +30,8 @@ def varied_lots(prefix: str) -> list[dict]:
     return [
         {"lot_id": f"{prefix}-0", "images": [{"url": URL.format("a")}, {"url": URL.format("b")}]},
         {"lot_id": f"{prefix}-1", "additional_info": None, "images": [URL.format("c")], "webhook": ""},
-        {"lot_id": f"{prefix}-лот", "additional_info": 'BMW X5, "передний" бампер \\ 🚗', "images": [{"url": URL.format("d")}],
-         "webhook": "http://127.0.0.1:9/hook"},
+        {"lot_id": f"{prefix}-лот", "additional_info": 'BMW X5, "передний" бампер \\ 🚗',
+         "images": [{"url": URL.format("d")}], "webhook": "http://127.0.0.1:9/hook"},
         {"lot_id": f"{prefix}-3", "additional_info": "x" * 10_000, "images": [{"url": URL.format("e?q=1&r=%20")}]},
         {"lot_id": f"{prefix}-4", "additional_info": "", "images": [{"url": URL.format("f")}], "webhook": None},
     ]
@@ -128,5 +128,5 @@ def test_pages_are_read_back_in_order_for_any_range(make_app, monkeypatch):
     with rt.db.session() as session:
         for offset, limit in ((0, 10), (2, 5), (3, 3), (9, 5), (10, 2)):
             found = lot_pages.read(session, job_id, offset, limit)
-            assert [(seq, fields[0]) for seq, fields in found] == [
+            assert [(seq, fields["lot_id"]) for seq, fields in found] == [
                 (seq, f"range-{seq}") for seq in range(offset, min(offset + limit, 10))]

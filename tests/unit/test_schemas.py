@@ -99,3 +99,13 @@ def test_a_well_formed_request_takes_the_bulk_path(lots):
                                       ("\ud800", False), ("a\udfffb", False)])
 def test_is_text(value, ok):
     assert schemas.is_text(value) is ok
+
+
+@pytest.mark.parametrize("bad", [0, 4, 7, 9])
+def test_every_group_of_urls_is_matched(monkeypatch, bad):
+    monkeypatch.setattr(schemas, "URLS_PER_MATCH", 3)
+    photos = [f"http://127.0.0.1:9/{i}.jpg" for i in range(10)]
+    lots = [{"lot_id": f"lot-{i}", "images": [{"url": url} for url in photos[i * 2:i * 2 + 2]]} for i in range(5)]
+    assert schemas._lots_in_bulk(lots, 3) is not None
+    lots[bad // 2]["images"][bad % 2]["url"] = "http://127.0.0.1:9/a b.jpg"
+    assert schemas._lots_in_bulk(lots, 3) is None
