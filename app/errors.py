@@ -1,6 +1,7 @@
 """Every error leaves as JSON ``{error, message, code, details?}``; never an HTML page or a trace."""
 from __future__ import annotations
 
+import json
 import logging
 
 from flask import Flask, Response, jsonify, request
@@ -23,7 +24,12 @@ def error_response(status: int, code: str, message: str, details: dict | None = 
     body = {"error": error or TITLES.get(status, "Error"), **(extra or {}), "message": message, "code": code}
     if details is not None:
         body["details"] = details
-    response = jsonify(body)
+    try:
+        response = jsonify(body)
+    except UnicodeEncodeError:
+        # a value echoed from the request holds an unpaired surrogate, which has no UTF-8 form: escaped as
+        # JSON allows (\udc00), the answer stays JSON instead of becoming a 500
+        response = Response(json.dumps(body) + "\n", mimetype="application/json")
     response.status_code = status
     for name, value in (headers or {}).items():
         response.headers[name] = value

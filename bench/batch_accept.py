@@ -11,13 +11,18 @@ Memory: VmRSS of every gunicorn worker process (from /proc) just before the POST
 20 ms during it, VmHWM (reset through /proc/<pid>/clear_refs before the POST, so it is the peak of
 this run) and VmRSS after. The table shows the worker that served the request (the one that grew).
 
-Targets: median time to 201 <= 3 s; memory growth <= 300 MB.
+The floor: bench/accept_floor.py (a Flask app under gunicorn that only parses the body with json.loads and
+verifies its signature) receives the same body right after the service, in every run, so both see the
+same load; the table prints both and the ratio of their medians (wall time and CPU seconds).
+
+Targets: median time to 201 <= 3 s and <= 2 x the floor's; memory growth <= 300 MB.
 
     .venv/bin/python bench/batch_accept.py [--runs 3] [--lots 50000] [--photos 5] [--worker]
 """
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import time
 
@@ -41,6 +46,7 @@ def parse_args(argv=None) -> argparse.Namespace:
                         help="GUNICORN_WORKERS (default: unset, so gunicorn.conf.py picks min(4, 2 x CPUs))")
     parser.add_argument("--target-seconds", type=float, default=3.0)
     parser.add_argument("--target-mb", type=float, default=300.0)
+    parser.add_argument("--target-ratio", type=float, default=2.0, help="service median / floor median (2)")
     parser.add_argument("--db-name", default="genservice_bench_accept", help="scratch database name; _<pid> is appended")
     parser.add_argument("--timeout", type=float, default=120.0, help="seconds per POST before giving up (120)")
     parser.add_argument("--keep-logs", action="store_true")
@@ -58,8 +64,12 @@ def main(argv=None) -> int:
     cpu_rows: list[float] = []
     body_mb = 0.0
     sign_s = []
+    floor_times: list[float] = []
+    floor_cpu: list[float] = []
+    floor_growths: list[float] = []
     with harness.running_stack(args.db_name, SandboxOptions(), extra, server=args.server, workers=args.workers,
-                               keep_logs=args.keep_logs) as stack:
+                               keep_logs=args.keep_logs) as stack, contextlib.ExitStack() as cleanup:
+        floor_url, floor = harness.start_accept_floor(cleanup, stack.workdir)
         pids = stack.worker_pids()
         note(f"server worker processes: {pids}")
         http = requests.Session()
@@ -93,6 +103,11 @@ def main(argv=None) -> int:
             times.append(elapsed)
             growths.append(peak)
             cpu_rows.append(worker_cpu)
+            floor_row = post_to_floor(http, floor_url, body, harness.floor_pids(floor), args.timeout)
+            floor_times.append(floor_row[0])
+            floor_cpu.append(floor_row[1])
+            floor_growths.append(floor_row[2])
+            note(f"run {run}: floor 201 in {floor_row[0]:.3f} s, CPU {floor_row[1]:.2f} s, growth {floor_row[2]:+.0f} MB")
             rows.append((f"run {run}", f"{elapsed:.3f}", f"{worker_cpu:.2f}", f"{used['PostgreSQL']:.2f}",
                          pid, f"{sampler.before[pid]:.0f}", f"{sampler.peak[pid]:.0f}",
                          f"{sampler.after[pid]:.0f}", f"{peak:+.0f}", f"{after:+.0f}",
@@ -101,8 +116,17 @@ def main(argv=None) -> int:
 
     time_ok = median(times) <= args.target_seconds
     mem_ok = max(growths) <= args.target_mb
+    ratio = median(times) / median(floor_times)
+    cpu_ratio = median(cpu_rows) / max(1e-9, median(floor_cpu))
+    ratio_ok = ratio <= args.target_ratio
     rows.append(("**median**", f"**{median(times):.3f}**", f"{median(cpu_rows):.2f}", "", "", "", "", "",
                  f"**{median(growths):+.0f}**", "", ""))
+    rows.append(("floor (accept_floor.py), runs", " / ".join(f"{t:.3f}" for t in floor_times),
+                 " / ".join(f"{c:.2f}" for c in floor_cpu), "", "", "", "", "",
+                 " / ".join(f"{g:+.0f}" for g in floor_growths), "", ""))
+    rows.append(("floor median", f"{median(floor_times):.3f}", f"{median(floor_cpu):.2f}", "", "", "", "", "",
+                 f"{median(floor_growths):+.0f}", "", ""))
+    rows.append(("**service / floor**", f"**{ratio:.2f} x**", f"{cpu_ratio:.2f} x", "", "", "", "", "", "", "", ""))
     print(f"Batch accept: {args.lots:,} lots x {args.photos} photo URLs, languages {','.join(languages)}; "
           f"body {body_mb:.1f} MB, built and signed by the client in {median(sign_s):.2f} s (not timed); "
           f"{args.server}" + (f" with {len(pids)} worker processes" if args.server == "gunicorn" else "")
@@ -113,8 +137,26 @@ def main(argv=None) -> int:
          "growth to peak (MB)", "growth kept (MB)", "all workers RSS before -> peak sum (MB)"), rows))
     print(f"\nTargets: median <= {args.target_seconds:g} s -> **{'met' if time_ok else 'MISSED'}** "
           f"({median(times):.3f} s); memory growth <= {args.target_mb:g} MB -> **{'met' if mem_ok else 'MISSED'}** "
-          f"(largest growth to peak {max(growths):+.0f} MB).")
+          f"(largest growth to peak {max(growths):+.0f} MB); median <= {args.target_ratio:g} x the floor's -> "
+          f"**{'met' if ratio_ok else 'MISSED'}** ({ratio:.2f} x: {median(times):.3f} s vs {median(floor_times):.3f} s; "
+          f"CPU {cpu_ratio:.2f} x).")
     return 0
+
+
+def post_to_floor(http: requests.Session, url: str, body: bytes, pids: list[int], timeout: float
+                  ) -> tuple[float, float, float]:
+    """(seconds to 201, CPU seconds of the floor's worker, its growth to peak in MB) for one POST of ``body``."""
+    cpu_before = {pid: harness.cpu_seconds(pid) or 0.0 for pid in pids}
+    with RssSampler(pids) as sampler:
+        started = time.perf_counter()
+        answer = http.post(f"{url}/api/v1/generate-descriptions", data=body,
+                           headers={"Content-Type": "application/json"}, timeout=timeout)
+        elapsed = time.perf_counter() - started
+    if answer.status_code != 201:
+        raise RuntimeError(f"floor answered HTTP {answer.status_code}: {answer.text[:300]}")
+    busiest = sampler.busiest
+    growth, _kept = sampler.growth(busiest)
+    return elapsed, (harness.cpu_seconds(busiest) or 0.0) - cpu_before.get(busiest, 0.0), growth
 
 
 if __name__ == "__main__":

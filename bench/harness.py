@@ -564,6 +564,28 @@ class CpuMeter:
                 for name in self.groups}
 
 
+# ---- the accept path's floor ----
+
+def start_accept_floor(stack: contextlib.ExitStack, log_dir: str) -> tuple[str, Process]:
+    """bench/accept_floor.py under gunicorn (gthread, 1 worker x 8 threads), keyed like the service."""
+    port = free_port()
+    # -c /dev/null: not the service's gunicorn.conf.py, which the working directory would supply
+    argv = [os.path.join(os.path.dirname(PYTHON), "gunicorn"), "-c", "/dev/null", "--no-control-socket",
+            "-b", f"{HOST}:{port}",
+            "-w", "1", "-k", "gthread", "--threads", "8", "--timeout", "300", "--chdir", "bench", "accept_floor:app"]
+    env = dict(os.environ, SHARED_KEY=BENCH_KEY)
+    process = Process("floor", argv, env=env, log_dir=log_dir)
+    stack.callback(process.stop)
+    url = f"http://{HOST}:{port}"
+    wait_http(f"{url}/ready", 30, process)
+    note(f"floor app on {url}, pid {process.pid}")
+    return url, process
+
+
+def floor_pids(process: Process) -> list[int]:
+    return _children(process.pid) or [process.pid]
+
+
 # ---- the client --------------------------------------------------------------------------------
 
 def signed_generate_body(lots: list[dict], languages: Sequence[str], key: str = BENCH_KEY) -> bytes:

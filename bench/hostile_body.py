@@ -29,7 +29,7 @@ import time
 import requests
 
 import harness
-from harness import HOST, Process, RssSampler, SandboxOptions, median, note
+from harness import RssSampler, SandboxOptions, median, note
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -44,26 +44,6 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--timeout", type=float, default=300.0)
     parser.add_argument("--keep-logs", action="store_true")
     return parser.parse_args(argv)
-
-
-def start_floor(stack: contextlib.ExitStack, log_dir: str) -> tuple[str, Process]:
-    """bench/accept_floor.py under gunicorn (gthread, 1 worker x 8 threads), keyed like the service."""
-    port = harness.free_port()
-    # -c /dev/null: not the service's gunicorn.conf.py, which the working directory would supply
-    argv = [os.path.join(os.path.dirname(harness.PYTHON), "gunicorn"), "-c", "/dev/null", "--no-control-socket",
-            "-b", f"{HOST}:{port}",
-            "-w", "1", "-k", "gthread", "--threads", "8", "--timeout", "300", "--chdir", "bench", "accept_floor:app"]
-    env = dict(os.environ, SHARED_KEY=harness.BENCH_KEY)
-    process = Process("floor", argv, env=env, log_dir=log_dir)
-    stack.callback(process.stop)
-    url = f"http://{HOST}:{port}"
-    harness.wait_http(f"{url}/ready", 30, process)
-    note(f"floor app on {url}, pid {process.pid}")
-    return url, process
-
-
-def floor_pids(process: Process) -> list[int]:
-    return harness._children(process.pid) or [process.pid]
 
 
 def cpu_of(pids: list[int]) -> dict[int, float]:
@@ -120,7 +100,7 @@ def main(argv=None) -> int:
     load_before = harness.load_average()
     with harness.running_stack(args.db_name, SandboxOptions(), {"WORKER_ENABLED": "false"},
                                keep_logs=args.keep_logs) as stack, contextlib.ExitStack() as extra:
-        floor_url, floor = start_floor(extra, stack.workdir)
+        floor_url, floor = harness.start_accept_floor(extra, stack.workdir)
         pids = stack.worker_pids()
         session = requests.Session()
         url = f"{stack.service_url}/api/v1/generate-descriptions"
@@ -171,7 +151,7 @@ def main(argv=None) -> int:
         del lots
         results = {"service": ([], [], [], [], []), "floor": ([], [], [], [], [])}
         targets = {"service": (url, lambda: pids), "floor": (f"{floor_url}/api/v1/generate-descriptions",
-                                                             lambda: floor_pids(floor))}
+                                                             lambda: harness.floor_pids(floor))}
         for run in range(1, args.runs + 1):
             for name, (where, pids_of) in targets.items():
                 measured = post(session, where, body, pids_of(), args.timeout, stack.database_backend_pids)

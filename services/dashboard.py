@@ -12,7 +12,7 @@ from typing import Any, Iterable
 from sqlalchemy import case, func, select
 from sqlalchemy.orm import Session
 
-from database import Database
+from database import Database, lot_pages
 from database.models import JOB_ACTIVE, JOB_STATUSES, BatchJob, BatchLot, BatchResult, WebhookDelivery
 from services import clients, costs
 from services.clock import iso, utcnow
@@ -189,6 +189,8 @@ def job_detail(db: Database, job_id: str) -> dict[str, Any] | None:
         hooks = webhook_counts(session, [job.id])[job.id]
         lot_counts = dict(session.execute(select(BatchLot.status, func.count()).where(BatchLot.job_id == job.id)
                                           .group_by(BatchLot.status)).all())
+        if not lot_counts and lot_pages.has_pages(session, job.id):
+            lot_counts = {"pending": job.total_lots}  # still in its queue: the lots are pages until it starts
         deliveries = session.scalars(select(WebhookDelivery).where(WebhookDelivery.batch_job_id == job.id)
                                      .order_by(WebhookDelivery.id).limit(DELIVERIES_SHOWN)).all()
     detail = job_summary(job, hooks)
@@ -239,6 +241,13 @@ def lot_row(lot: BatchLot, languages: list[str], texts: dict[str, str]) -> dict[
     }
 
 
+def queued_lot(seq: int, fields: dict) -> BatchLot:
+    """A lot of a job still in its queue, read from its page, shown as the pending lot it will become."""
+    return BatchLot(seq=seq, lot_id=fields["lot_id"], additional_info=fields["additional_info"],
+                    image_urls=fields["image_urls"], webhook_url=fields["webhook"], status="pending",
+                    processed_images=0)
+
+
 def lots_page(db: Database, job_id: str, page: Any = 1, only: str = "all") -> dict[str, Any]:
     """One page of a job's lots in request order, with their descriptions."""
     only = only if only in LOT_FILTERS else "all"
@@ -246,7 +255,14 @@ def lots_page(db: Database, job_id: str, page: Any = 1, only: str = "all") -> di
         languages = session.scalar(select(BatchJob.languages).where(BatchJob.id == job_id)) or []
         total = session.scalar(_lot_filter(select(func.count()).select_from(BatchLot)
                                            .where(BatchLot.job_id == job_id), only)) or 0
+        queued = total == 0 and only in ("all", "unfinished") and lot_pages.has_pages(session, job_id)
+        if queued:
+            total = session.scalar(select(BatchJob.total_lots).where(BatchJob.id == job_id)) or 0
         current = page_of(page, LOTS_PER_PAGE, total)
+        if queued:
+            lots = [queued_lot(seq, fields) for seq, fields in
+                    lot_pages.read(session, job_id, current.offset, current.size)]
+            return {"lots": [lot_row(lot, languages, {}) for lot in lots], "filter": only, "page": current.as_dict()}
         lots = session.scalars(_lot_filter(select(BatchLot).where(BatchLot.job_id == job_id), only)
                                .order_by(BatchLot.seq).limit(current.size).offset(current.offset)).all()
         rows = session.execute(select(BatchResult.lot_pk, BatchResult.language, BatchResult.damages)

@@ -11,7 +11,8 @@ cancelling while the worker finishes or the watchdog fails the job), exactly one
 worker whose job was cancelled under it finds out at its next write.
 
 The API (cancel), the worker (finished, refused, deadline) and the watchdog end a job through
-``end`` alone: one transaction that sets the status, fails the lots left without a result, writes
+``end`` alone: one transaction that sets the status, writes the lots of a job still in its queue out
+of their pages (database/lot_pages.py), fails the lots left without a result, writes
 the final counters, adds the completed lots to the cost ledger and records the webhook deliveries.
 """
 from __future__ import annotations
@@ -23,6 +24,7 @@ from typing import Any, Callable
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
+from database import lot_pages
 from database.models import AnyJob, BatchJob, BatchLot
 from services import costs
 from services.clock import utcnow
@@ -163,8 +165,12 @@ def move(session: Session, job_id: str, owner: str, stage: Stage | None = None, 
 
 
 def start(session: Session, job_id: str, owner: str) -> bool:
-    """queued -> images: the worker took the job up."""
-    return move(session, job_id, owner, Stage.IMAGES, JobStatus.PROCESSING, started_at=utcnow())
+    """queued -> images: the worker took the job up, and the lots accepted as pages become rows (in the
+    same transaction: a job past its queue always has its lots)."""
+    if not move(session, job_id, owner, Stage.IMAGES, JobStatus.PROCESSING, started_at=utcnow()):
+        return False
+    lot_pages.expand(session, job_id)
+    return True
 
 
 def after(stage: Stage, languages: list[str] | None) -> tuple[Stage, JobStatus | None]:
@@ -212,6 +218,7 @@ def end(session: Session, job_id: str, status: JobStatus, message: str | None,
                              .values(**values).execution_options(synchronize_session=False))
     if result.rowcount == 0:
         return None
+    lot_pages.expand(session, job_id)  # a job ended in its queue: its lots are accounted for like any other's
     if status != JobStatus.COMPLETED:
         fail_unfinished_lots(session, job_id, lot_message or message or f"job {status}")
     final = final_counters(session, job_id)

@@ -138,8 +138,10 @@ def test_cancel_during_translation_counts_each_lot_once(make_live, image_server)
     runtime = live.app.extensions["genservice"]
     from sqlalchemy import update
 
+    from database import lot_pages
     from database.models import BatchJob, BatchLot
     with runtime.db.transaction() as session:
+        assert lot_pages.expand(session, job_id) == 3  # as the worker does when it takes the job up
         session.execute(update(BatchLot).where(BatchLot.job_id == job_id).values(status="described"))
         session.execute(update(BatchJob).where(BatchJob.id == job_id)
                         .values(status="translating", stage="translation", processed_lots=3))

@@ -10,6 +10,7 @@ import pytest
 import requests
 from sqlalchemy import select, update
 
+from database import lot_pages
 from database.models import BatchJob, BatchLot, BatchResult, WebhookDelivery
 from services import clients
 from services import dashboard as views
@@ -61,6 +62,7 @@ def finish_lots(app, job_id: str, texts: dict[str, str], failed: set[int] = froz
     """Mark every lot completed with ``texts`` (language -> HTML), except the ``failed`` sequence numbers."""
     db = app.extensions["genservice"].db
     with db.transaction() as session:
+        lot_pages.expand(session, job_id)  # the lots become rows when a worker takes the job up
         lots = session.scalars(select(BatchLot).where(BatchLot.job_id == job_id)).all()
         for item in lots:
             if item.seq in failed:

@@ -21,7 +21,7 @@ from sqlalchemy import text
 from database.models import Base
 from services.jobs import cancel_job
 from tests.support.batches import (assert_no_batch_created_twice, assert_one_result_per_language, distinct_lots,
-                                   job_row, open_db, shards, wait_until)
+                                   job_row, lot_rows, open_db, shards, wait_until)
 from tests.support.client import TEST_KEY, Api, lot
 from tests.support.common import free_port
 from tests.support.processes import PYTHON, ProcessSet, ServerProcess, scratch_database, service_env, start_sandbox
@@ -62,17 +62,18 @@ class Harness:
     def db(self):
         return self.stack.db
 
-    def start(self, crash_after: str | None = None) -> Service:
+    def start(self, crash_after: str | None = None, worker: bool = True, wait_ready: bool = True) -> Service:
         port = free_port()
         settings = dict(PORT=port, WORKER_POLL_INTERVAL=0.2, WORKER_LEASE_SECONDS=LEASE_SECONDS, IMAGE_TIMEOUT=5,
-                        OPENAI_MAX_RETRIES=0)
+                        OPENAI_MAX_RETRIES=0, WORKER_ENABLED=str(worker).lower())
         if crash_after:
             settings["GENSERVICE_CRASH_AFTER"] = crash_after
         env = service_env(self.stack.url, self.sandbox.url, self.stack.workdir, TEST_KEY, **settings)
         env.pop("PROMETHEUS_MULTIPROC_DIR", None)  # one process: the default in-memory metrics
         process = ServerProcess(f"service-{next(SERVICE_NUMBERS)}", [PYTHON, "main.py"], env, self.stack.procs.log_dir)
         self.stack.procs.add(process).start()
-        process.wait_http(f"http://127.0.0.1:{port}/health", 30)
+        if wait_ready:
+            process.wait_http(f"http://127.0.0.1:{port}/health", 30)
         service = Service(process, Api(f"http://127.0.0.1:{port}"))
         self.started.append(service)
         return service
@@ -160,6 +161,23 @@ def test_kill_9_in_each_stage_then_restart(harness, image_server):
     harness.kill9(service)
 
     harness.assert_recovered(harness.start(), job_id, lots)
+
+
+def test_kill_9_before_and_while_the_lots_are_written_out_then_restart(harness, image_server):
+    """Accepted lots are pages until a worker takes the job up; neither a kill right after the 201 nor
+    a crash while the pages become rows loses or repeats a lot."""
+    lots = distinct_lots(image_server, 3, prefix="pages")
+    service = harness.start(worker=False)
+    job_id = harness.submit(service, lots)
+    harness.kill9(service)
+    assert job_row(harness.db, job_id).stage == "queued" and not lot_rows(harness.db, job_id)
+
+    # a queued job is taken up at once: the process may crash before it answers its first health check
+    harness.wait_crash(harness.start(crash_after="lots_expanded", wait_ready=False))
+    assert job_row(harness.db, job_id).stage == "queued" and not lot_rows(harness.db, job_id)  # rolled back
+
+    harness.assert_recovered(harness.start(), job_id, lots)
+    assert [row.lot_id for row in lot_rows(harness.db, job_id)] == [item["lot_id"] for item in lots]
 
 
 def test_crash_at_each_recorded_step_then_restart(harness, image_server):

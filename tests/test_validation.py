@@ -155,3 +155,26 @@ def test_http_url_check(url, ok):
     from app.schemas import is_http_url
 
     assert is_http_url(url) is ok
+
+
+@pytest.mark.parametrize("mutate,status,code", [
+    (lambda l: l.update(additional_info="front\x00bumper"), 400, "VALIDATION_ERROR"),
+    (lambda l: l.update(additional_info="front \ud800 bumper"), 400, "VALIDATION_ERROR"),
+    (lambda l: l.update(lot_id="v\x00-7"), 400, "VALIDATION_ERROR"),
+    (lambda l: l.update(images=[{"url": "http://127.0.0.1:9/a\x00.jpg"}]), 422, "INVALID_IMAGE_URLS"),
+    (lambda l: l.update(images=[{"url": "http://127.0.0.1:9/\udc00.jpg"}]), 422, "INVALID_IMAGE_URLS"),
+    (lambda l: l.update(webhook="http://127.0.0.1:9/\x00"), 422, "INVALID_WEBHOOK_URL"),
+    (lambda l: l.update(webhook="http://127.0.0.1:9/\udfff"), 422, "INVALID_WEBHOOK_URL"),
+])
+def test_text_that_cannot_be_stored_is_refused_not_a_500(module_live, mutate, status, code):
+    """A NUL character or an unpaired surrogate (JSON may spell both as escapes) in a batch used to reach
+    PostgreSQL and answer 500; it is refused with the field named (and an URL echoed in the error keeps
+    its surrogate as a JSON escape: it has no UTF-8 form)."""
+    lots = [lot("v-7", [URL]), lot("v-8", [URL])]
+    mutate(lots[1])
+    answer = requests.post(f"{module_live.url}/api/v1/generate-descriptions", json=signed(lots), timeout=30)
+    assert answer.status_code == status, answer.text
+    body = answer.json()
+    assert body["code"] == code
+    if status == 400:
+        assert body["details"]["field"].startswith("lots[1].")

@@ -10,7 +10,8 @@ happened and the record of it:
 - ``<kind>_batch_created``: OpenAI created the batch, its id not yet recorded;
 - ``<kind>_lines_applied``: a page of a batch's answers is stored, the shard not yet marked collected;
 
-where ``<kind>`` is ``vision`` or ``translation``.
+where ``<kind>`` is ``vision`` or ``translation``; and ``lots_expanded``: a job's lots are written out of
+their pages in the transaction that starts it, not yet committed.
 """
 from __future__ import annotations
 
@@ -20,7 +21,7 @@ import os
 log = logging.getLogger(__name__)
 
 STEPS = ("planned", "uploaded", "batch_created", "lines_applied")
-POINTS = tuple(f"{kind}_{step}" for kind in ("vision", "translation") for step in STEPS)
+POINTS = ("lots_expanded",) + tuple(f"{kind}_{step}" for kind in ("vision", "translation") for step in STEPS)
 EXIT_STATUS = 137
 
 

@@ -134,7 +134,10 @@ class JobRunner:
 
     # ---- stages ------------------------------------------------------------------------------
     def stage_queued(self, job: BatchJob) -> float | None:
-        self._move(lifecycle.start, job)
+        with self.db.transaction() as session:
+            if not lifecycle.start(session, job.id, self.owner):
+                raise LeaseLost(job.id)
+            faults.crash_point(self.settings.crash_after, "lots_expanded")
         self.rt.metrics.jobs.labels(status=JobStatus.PROCESSING).inc()
         return None
 

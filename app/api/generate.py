@@ -7,7 +7,7 @@ from app.api import bp, read_json_object, runtime
 from app.auth import current_client
 from app.policies import Limit, Signature, policy
 from app.schemas import parse_generate, parse_url_list
-from services import costs, jobs
+from services import costs, gcpause, jobs
 from services.clock import iso, utcnow
 from services.errors import ServiceError
 from services.images import required_images
@@ -29,10 +29,12 @@ def read_generate_request() -> GenerateRequest:
 def generate_descriptions():
     rt = runtime()
     s = rt.settings
-    req = read_generate_request()
     client = current_client()
-    if req.is_batch:
-        job = jobs.create_job(rt.db, req, s, metrics=rt.metrics, client_id=client.id, limits=client.limits)
+    with gcpause.paused():  # checked and stored without collector passes over the parsed body (services/gcpause.py)
+        req = read_generate_request()
+        job = jobs.create_job(rt.db, req, s, metrics=rt.metrics, client_id=client.id,
+                              limits=client.limits) if req.is_batch else None
+    if job is not None:
         if rt.worker is not None:
             rt.worker.wake()
         return jsonify(jobs.accepted_view(job)), 201
