@@ -138,6 +138,11 @@ class Settings(BaseSettings):
     webhook_secret: str | None = env("WEBHOOK_SECRET", None, "the implicit client's `whsec_` webhook secret (unset: "
                                      "derived from `SHARED_KEY`; `genservice clients list` shows it)")
     admin_token: str | None = env("ADMIN_TOKEN", None, "enables the job dashboard at `/dashboard`")
+    idempotency_ttl_hours: float = env("IDEMPOTENCY_TTL_HOURS", 24.0, "hours a POST's `Idempotency-Key` answers "
+                                       "its first answer again (then the key is forgotten)", gt=0, le=24 * 30)
+    idempotency_lock_seconds: float = env("IDEMPOTENCY_LOCK_SECONDS", 300.0, "seconds a request holds its "
+                                          "`Idempotency-Key` (409 for retries meanwhile); a retry after that takes "
+                                          "over the key of a request that died", ge=1.0)
     # OpenAI
     openai_api_key: str | None = env("OPENAI_API_KEY", None, "without it the service refuses to start, unless "
                                      "`OPENAI_SANDBOX=true`")

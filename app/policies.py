@@ -8,9 +8,10 @@ A view carries its policy next to its route::
 
 ``enforce`` (called once the routes are registered) wraps each view with its rate limit (outermost,
 so a flood is refused before any signature work) and its signature check (before the view reads
-anything). A route without a declaration stops the app from starting, so none can be added
-unprotected; ``Signature.NONE`` and ``Limit.NONE`` say so on purpose (health, pages, the dashboard,
-which has its own sign-in).
+anything); a signed POST also answers a retried ``Idempotency-Key`` (app/idempotency.py), once the
+signature has named the client the key belongs to. A route without a declaration stops the app
+from starting, so none can be added unprotected; ``Signature.NONE`` and ``Limit.NONE`` say so on
+purpose (health, pages, the dashboard, which has its own sign-in).
 """
 from __future__ import annotations
 
@@ -75,6 +76,10 @@ def enforced(app: Flask) -> dict[str, Policy]:
     return app.extensions.setdefault(_ENFORCED, {})
 
 
+def _posts(app: Flask, endpoint: str) -> bool:
+    return any("POST" in (rule.methods or ()) for rule in app.url_map.iter_rules(endpoint))
+
+
 def enforce(app: Flask) -> None:
     """Wrap every registered view not wrapped yet with its signature check and its rate limit.
 
@@ -82,7 +87,7 @@ def enforce(app: Flask) -> None:
     lacks. Called after the blueprints are registered (app/limits.py, and app/dashboard.py, which
     registers later); calling it again only handles what was added since.
     """
-    from app import auth, limits
+    from app import auth, idempotency, limits
 
     done = enforced(app)
     for endpoint, view in list(app.view_functions.items()):
@@ -95,6 +100,8 @@ def enforce(app: Flask) -> None:
         variable = auth.PATH_VARIABLES.get(found.signature)
         if variable and any(variable not in rule.arguments for rule in app.url_map.iter_rules(endpoint)):
             raise RuntimeError(f"route {endpoint!r} is signed over {variable!r}, which its path does not have")
+        if found.signature is not Signature.NONE and _posts(app, endpoint):
+            view = idempotency.idempotent(view)  # inside the signature check: keys are the client's
         view = auth.signed(found.signature, view)
         app.view_functions[endpoint] = limits.limited(app, endpoint, found.limit, view)
         done[endpoint] = found

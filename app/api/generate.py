@@ -5,6 +5,7 @@ from flask import jsonify
 
 from app.api import bp, read_json_object, runtime
 from app.auth import current_client
+from app.idempotency import current_claim
 from app.policies import Limit, Signature, policy
 from app.schemas import parse_generate, parse_url_list
 from services import costs, jobs
@@ -31,7 +32,9 @@ def generate_descriptions():
     s = rt.settings
     req = read_generate_request()
     if req.is_batch:
-        job = jobs.create_job(rt.db, req, s, metrics=rt.metrics, client_id=current_client().id)
+        claim = current_claim()
+        job = jobs.create_job(rt.db, req, s, metrics=rt.metrics, client_id=current_client().id,
+                              idempotency_key=claim and claim.key, idempotent_since=claim and claim.since)
         if rt.worker is not None:
             rt.worker.wake()
         return jsonify(jobs.accepted_view(job)), 201
