@@ -85,7 +85,7 @@ def test_a_50000_lot_post_retried_with_its_key_is_one_job_and_the_sandbox_did_on
 
     status = wait_until(lambda: (lambda s: s if s["status"] in ("completed", "failed") else None)(
         requests.get(f"{live.url}/api/v1/batch-status/{job_id}", headers={"X-Signature": header_signature(job_id)},
-                     timeout=30).json()), 400, "the 50,000-lot job to end", interval=0.5)
+                     timeout=30).json()), 600, "the 50,000-lot job to end", interval=0.5)
     assert status["status"] == "completed", status
     after = post(live, GENERATE, body, key)  # and once more after the job ended: still the first answer
     assert_replayed(first, after)
