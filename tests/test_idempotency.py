@@ -307,6 +307,24 @@ def test_a_5xx_answer_is_not_kept_and_the_retry_runs_for_real(live, sandbox, ima
     assert_replayed(retried, post(live, GENERATE, body, key))
 
 
+def test_a_full_queue_503_is_not_kept_and_the_retry_is_accepted_once_there_is_room(make_live, image_server):
+    live = make_live(MAX_QUEUED_LOTS=3, WORKER_ENABLED="false")
+    runtime = live.app.extensions["genservice"]
+    filler = post(live, GENERATE, generate_body([lot(f"f-{i}", [image_server.url("/img/f.jpg")]) for i in range(2)]))
+    assert filler.status_code == 201
+    body = generate_body([lot(f"q-{i}", [image_server.url("/img/q.jpg")]) for i in range(2)])
+    key = new_key()
+    full = post(live, GENERATE, body, key)
+    assert (full.status_code, full.json()["code"]) == (503, "QUEUE_FULL")
+    assert record(runtime, key) is None
+    assert post(live, GENERATE, body, key).status_code == 503  # run again, refused again: not a replay
+    with runtime.db.transaction() as session:
+        session.execute(update(BatchJob).values(status="cancelled"))  # the queue empties
+    accepted = post(live, GENERATE, body, key)
+    assert accepted.status_code == 201 and REPLAYED not in accepted.headers
+    assert job_count(runtime) == 2
+
+
 # ---- cancel and redeliver -------------------------------------------------------------------------
 
 def test_cancel_is_replayed_and_not_run_again(live, sandbox, image_server):
