@@ -11,8 +11,8 @@ The semantics follow the IETF httpapi draft "The Idempotency-Key HTTP Header Fie
   string and the SHA-256 of the raw body) gets the saved answer again; nothing runs twice.
 - The same key with another request is a client bug: 422 IDEMPOTENCY_KEY_REUSED (the draft's answer).
 - A retry while the first is still being handled: 409 IDEMPOTENCY_KEY_IN_USE with Retry-After.
-- A record whose lock ran out while still ``processing`` belongs to a request that died (a killed
-  process); the next retry takes it over and runs the request again. Job creation is safe to run
+- A request renews its lock while it runs, so a record whose lock ran out while still ``processing``
+  belongs to a request that died (a killed process); the next retry takes it over and runs it again. Job creation is safe to run
   again: the job records its key (services/jobs.py), so the retry finds the job the dead request
   committed instead of making a second one.
 
@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import hashlib
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 
 from sqlalchemy import delete, select, update
@@ -210,6 +210,16 @@ def _replace(db: Database, client_id: str, key: str, expected: dict, values: dic
 def _held(claim: Claim):
     return (*_record(claim.client_id, claim.key), IdempotencyRecord.state == PROCESSING,
             IdempotencyRecord.locked_until == claim.locked_until)
+
+
+def renew(db: Database, claim: Claim, lock_seconds: float, now: datetime | None = None) -> Claim | None:
+    """Extend the lock of a request that is still running (a slow single lot: photo checks and two OpenAI
+    calls with their retries), so no retry takes its key over; None when the key is no longer its own."""
+    lock = (now or utcnow()) + timedelta(seconds=lock_seconds)
+    with db.transaction() as session:
+        changed = session.execute(update(IdempotencyRecord).where(*_held(claim)).values(locked_until=lock)
+                                  .execution_options(synchronize_session=False))
+    return replace(claim, locked_until=lock) if changed.rowcount == 1 else None
 
 
 def finish(db: Database, claim: Claim, status_code: int, content_type: str, body: bytes) -> bool:

@@ -260,6 +260,30 @@ def test_a_retry_while_the_first_is_running_is_409_then_gets_its_answer(make_liv
     assert sandbox.stats()["responses_vision_calls"] == 1
 
 
+def test_a_request_running_longer_than_its_lock_renews_it_and_is_never_taken_over(make_live, sandbox):
+    live = make_live(IMAGE_TIMEOUT="60", IDEMPOTENCY_LOCK_SECONDS="3")
+    runtime = live.app.extensions["genservice"]
+    with GatedImages() as images:
+        body = generate_body([lot("long-1", [images.url("/held.jpg")])])
+        key = new_key()
+        first: list[requests.Response] = []
+        request = threading.Thread(target=lambda: first.append(post(live, GENERATE, body, key)))
+        request.start()
+        try:
+            claimed = wait_until(lambda: record(runtime, key), 30, "the first request to claim its key")
+            # wait until the first lock would have run out, and the record shows a later one
+            wait_until(lambda: utcnow() > claimed.locked_until and record(runtime, key).locked_until > utcnow(), 30,
+                       "the running request to renew its lock")
+            busy = post(live, GENERATE, body, key)
+            assert (busy.status_code, busy.json()["code"]) == (409, "IDEMPOTENCY_KEY_IN_USE")
+        finally:
+            images.gate.set()
+            request.join(60)
+    assert first and first[0].status_code == 200
+    assert_replayed(first[0], post(live, GENERATE, body, key))
+    assert sandbox.stats()["responses_vision_calls"] == 1
+
+
 def test_a_request_that_died_after_committing_its_job_is_answered_with_that_job(live, image_server):
     """The first attempt committed its job and was killed before saving its answer: the record is left
     'processing'. A retry inside the lock is 409; once the lock ran out it takes the key over and answers

@@ -129,3 +129,19 @@ def test_an_expired_key_is_a_new_request_and_is_pruned(db):
     assert begin(db, print_="0" * 64, now=after + timedelta(seconds=30), ttl=60).body == b"new"
     assert idempotency.prune(db, after + timedelta(seconds=61)) == 1
     assert isinstance(begin(db, now=after + timedelta(seconds=62)), Claim)
+
+
+def test_a_running_request_renews_its_lock_and_loses_it_once_taken_over(db):
+    start = utcnow()
+    claim = begin(db, now=start, lock=10)
+    renewed = idempotency.renew(db, claim, 10, now=start + timedelta(seconds=8))
+    assert renewed is not None and renewed.locked_until == start + timedelta(seconds=18)
+    with pytest.raises(ServiceError) as busy:  # past the first lock, still held: the renewal counts
+        begin(db, now=start + timedelta(seconds=12), lock=10)
+    assert busy.value.status == 409
+    assert idempotency.renew(db, claim, 10) is None  # the stale claim names a lock the record no longer has
+    taken = begin(db, now=start + timedelta(seconds=19), lock=10)
+    assert taken.taken_over
+    assert idempotency.renew(db, renewed, 10, now=start + timedelta(seconds=20)) is None
+    assert not idempotency.finish(db, renewed, 200, "application/json", b"late")
+    assert idempotency.finish(db, taken, 201, "application/json", b"mine")
