@@ -70,7 +70,9 @@ def assert_replayed(first: requests.Response, again: requests.Response) -> None:
 @pytest.mark.parametrize("engine_name", ["postgresql"])  # 50,000 lots end to end: PostgreSQL only, for time
 def test_a_50000_lot_post_retried_with_its_key_is_one_job_and_the_sandbox_did_one_jobs_work(make_live, sandbox,
                                                                                             image_server):
-    live = make_live(BATCH_VALIDATE_IMAGES="false", MAX_CONTENT_LENGTH=str(64 * 1024 * 1024))
+    # the sandbox shares this process: on a busy machine its upload of 50,000 lines can outlast the default
+    # OpenAI timeout, and a retried upload doubles the work
+    live = make_live(BATCH_VALIDATE_IMAGES="false", MAX_CONTENT_LENGTH=str(64 * 1024 * 1024), OPENAI_TIMEOUT="900")
     runtime = live.app.extensions["genservice"]
     url = image_server.url("/img/car.jpg")
     lots = [{"lot_id": f"big-{i}", "images": [{"url": url}]} for i in range(50_000)]
@@ -85,7 +87,7 @@ def test_a_50000_lot_post_retried_with_its_key_is_one_job_and_the_sandbox_did_on
 
     status = wait_until(lambda: (lambda s: s if s["status"] in ("completed", "failed") else None)(
         requests.get(f"{live.url}/api/v1/batch-status/{job_id}", headers={"X-Signature": header_signature(job_id)},
-                     timeout=30).json()), 600, "the 50,000-lot job to end", interval=0.5)
+                     timeout=30).json()), 900, "the 50,000-lot job to end", interval=0.5)
     assert status["status"] == "completed", status
     after = post(live, GENERATE, body, key)  # and once more after the job ended: still the first answer
     assert_replayed(first, after)
