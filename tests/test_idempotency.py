@@ -13,7 +13,7 @@ import pytest
 import requests
 from sqlalchemy import func, select, update
 
-from database.models import BatchJob, BatchLot, IdempotencyRecord
+from database.models import BatchJob, BatchLot, IdempotencyRecord, OpenAIBatch
 from services import clients
 from services.clock import utcnow
 from tests.support.client import Gs2Api, body_signature, header_signature, lot
@@ -76,7 +76,9 @@ def test_a_50000_lot_post_retried_with_its_key_is_one_job_and_the_sandbox_did_on
     runtime = live.app.extensions["genservice"]
     url = image_server.url("/img/car.jpg")
     lots = [{"lot_id": f"big-{i}", "images": [{"url": url}]} for i in range(50_000)]
-    body = generate_body(lots)
+    # two languages, so the translations go through the Batch API too (an English-only job finishes its lots
+    # without OpenAI, one direct step per lot, which takes minutes for 50,000)
+    body = generate_body(lots, ("en", "de"))
     key = new_key()
 
     first = post(live, GENERATE, body, key)
@@ -97,10 +99,15 @@ def test_a_50000_lot_post_retried_with_its_key_is_one_job_and_the_sandbox_did_on
         done = session.scalar(select(func.count()).select_from(BatchLot).where(BatchLot.job_id == job_id,
                                                                               BatchLot.status == "completed"))
         assert session.scalar(select(BatchJob.idempotency_key).where(BatchJob.id == job_id)) == key
+        shards = session.execute(select(OpenAIBatch.kind, func.sum(OpenAIBatch.request_count))
+                                 .where(OpenAIBatch.job_id == job_id).group_by(OpenAIBatch.kind)).all()
+        batches = session.scalar(select(func.count()).select_from(OpenAIBatch))
     assert done == status["progress"]["processed_lots"] == 50_000
+    # one job's work: a vision and a translation request per lot, in the batches of that one job only
+    assert dict(shards) == {"vision": 50_000, "translation": 50_000}
     stats = sandbox.stats()
-    assert stats["batches_created"] == 1 and stats["files_uploaded"] == 1
-    assert stats["batch_lines_executed"] == 50_000
+    assert stats["batches_created"] == stats["files_uploaded"] == batches
+    assert stats["batch_lines_executed"] == 100_000
 
 
 # ---- replays on every signed POST -----------------------------------------------------------------
