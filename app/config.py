@@ -142,6 +142,11 @@ class Settings(BaseSettings):
     webhook_secrets: Items = env("WEBHOOK_SECRETS", (), "more `whsec_` secrets of the implicit client, comma-separated: "
                                  "its webhooks carry a signature made with each too, for rotation")
     admin_token: str | None = env("ADMIN_TOKEN", None, "enables the job dashboard at `/dashboard`")
+    idempotency_ttl_hours: float = env("IDEMPOTENCY_TTL_HOURS", 24.0, "hours a POST's `Idempotency-Key` answers "
+                                       "its first answer again (then the key is forgotten)", gt=0, le=24 * 30)
+    idempotency_lock_seconds: float = env("IDEMPOTENCY_LOCK_SECONDS", 60.0, "hold of a running request on its "
+                                          "`Idempotency-Key` (409 for retries meanwhile), renewed every third of it; "
+                                          "a retry this long after a request died takes its key over", ge=1.0)
     # OpenAI
     openai_api_key: str | None = env("OPENAI_API_KEY", None, "without it the service refuses to start, unless "
                                      "`OPENAI_SANDBOX=true`")

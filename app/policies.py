@@ -9,7 +9,9 @@ A view carries its policy next to its route::
 ``enforce`` (called once the routes are registered) wraps each view with its signature check (before
 the view reads anything) and its rate limit: for a signed route, the client's own rate inside the check
 and a count of the address's failed checks outside it (so a flood without a key is refused before any
-signature work); for an unsigned one, the address's rate. A route without a declaration stops the app
+signature work); for an unsigned one, the address's rate. A signed POST also answers a retried
+``Idempotency-Key`` (app/idempotency.py), inside the client's rate, once the signature has named the
+client the key belongs to. A route without a declaration stops the app
 from starting, so none can be added unprotected; ``Signature.NONE`` and ``Limit.NONE`` say so on
 purpose (health, pages, the dashboard, which has its own sign-in).
 """
@@ -76,6 +78,10 @@ def enforced(app: Flask) -> dict[str, Policy]:
     return app.extensions.setdefault(_ENFORCED, {})
 
 
+def _posts(app: Flask, endpoint: str) -> bool:
+    return any("POST" in (rule.methods or ()) for rule in app.url_map.iter_rules(endpoint))
+
+
 def enforce(app: Flask) -> None:
     """Wrap every registered view not wrapped yet with its signature check and its rate limit.
 
@@ -83,7 +89,7 @@ def enforce(app: Flask) -> None:
     lacks. Called after the blueprints are registered (app/limits.py, and app/dashboard.py, which
     registers later); calling it again only handles what was added since.
     """
-    from app import auth, limits
+    from app import auth, idempotency, limits
 
     done = enforced(app)
     for endpoint, view in list(app.view_functions.items()):
@@ -99,6 +105,8 @@ def enforce(app: Flask) -> None:
         if found.signature is Signature.NONE:
             view = limits.limited(app, endpoint, found.limit, view, by_client=False)
         else:
+            if _posts(app, endpoint):
+                view = idempotency.idempotent(view)  # inside the signature check: keys are the client's
             # the client's own rate once its signature named it; before the check, only the address's
             # failed checks, so a flood without a key is refused without any signature work
             view = limits.limited(app, endpoint, found.limit, view)

@@ -58,17 +58,23 @@ ACCEPT_LOCK_KEY = 0x67656E5F61636370  # "gen_accp"
 
 
 def create_job(db: Database, req: GenerateRequest, settings, metrics=None, client_id: str = "default",
-               idempotency_key: str | None = None, limits: ClientLimits | None = None) -> BatchJob:
+               idempotency_key: str | None = None, idempotent_since: datetime | None = None,
+               limits: ClientLimits | None = None) -> BatchJob:
     """Accept a job for a client: refused with 429 when its estimated cost would pass the day's budget (the
     deployment's or the client's own) or its lots the client's own queue cap, 503 when the service's queue is
     full. ``limits`` are the client's own (None: none of its own). With an ``idempotency_key``, the job
     records it (unique per client), so a retry that finds no saved answer (its first attempt died after the
-    commit) finds the job instead."""
+    commit) finds the job instead.
+
+    ``idempotent_since`` is when the key was first claimed (services/idempotency.py): a job holding the key
+    created since then is that request's and is returned as it is; an older one was made under the same key
+    before it expired, so it gives the key up to the new job."""
     limits = limits or ClientLimits()
     now = utcnow()
     strategy = choose_strategy(settings.batch_strategy, len(req.lots), settings.direct_max_lots)
     job = BatchJob(
-        id=str(uuid.uuid4()), client_id=client_id, idempotency_key=idempotency_key, status=JobStatus.PENDING, stage=Stage.QUEUED, strategy=strategy, version=req.version,
+        id=str(uuid.uuid4()), client_id=client_id, idempotency_key=idempotency_key, status=JobStatus.PENDING,
+        stage=Stage.QUEUED, strategy=strategy, version=req.version,
         languages=req.languages, total_lots=len(req.lots), processed_lots=0, failed_lots=0, translated_lots=0,
         total_images=sum(len(lot.image_urls) for lot in req.lots), total_images_processed=0,
         webhook_configured=any(lot.webhook for lot in req.lots), input_tokens=0, output_tokens=0,
@@ -78,6 +84,14 @@ def create_job(db: Database, req: GenerateRequest, settings, metrics=None, clien
         deadline_at=now + timedelta(hours=settings.job_deadline_hours + settings.job_deadline_margin_hours),
     )
     with db.transaction() as session:
+        if idempotency_key is not None:
+            earlier = session.scalars(select(BatchJob).where(BatchJob.client_id == client_id,
+                                                             BatchJob.idempotency_key == idempotency_key)).first()
+            if earlier is not None:
+                if idempotent_since is None or earlier.created_at >= idempotent_since:
+                    return earlier
+                earlier.idempotency_key = None
+                session.flush()
         if session.get_bind().dialect.name == "postgresql":
             # one accept at a time, so two jobs arriving together cannot both pass the budget or the queue cap
             # (each sees the other's lots and estimate only once it is committed); released at commit

@@ -1,4 +1,5 @@
-"""Housekeeping: fail jobs past their deadline, purge old records, forget dead workers' heartbeats."""
+"""Housekeeping: fail jobs past their deadline, purge old records (jobs past their retention, expired
+idempotency keys and signature nonces), forget dead workers' heartbeats."""
 from __future__ import annotations
 
 import logging
@@ -8,6 +9,7 @@ from datetime import timedelta
 from sqlalchemy import delete, select
 
 from database.models import BatchJob, WorkerHeartbeat
+from services import clients, idempotency
 from services.clock import utcnow
 from services.lifecycle import ACTIVE, FINAL, JobStatus
 
@@ -31,6 +33,7 @@ class Watchdog:
         self._last = time.monotonic()
         self.fail_overdue()
         self.purge_expired()
+        self.purge_request_records()
         self.forget_dead_workers()
 
     def fail_overdue(self) -> int:
@@ -61,6 +64,15 @@ class Watchdog:
                 return purged
             purged += len(ids)
             log.info("purged %d jobs older than %d days", len(ids), self.settings.result_retention_days)
+
+    def purge_request_records(self) -> int:
+        """Forget idempotency keys past IDEMPOTENCY_TTL_HOURS and GS2 nonces past their clock window."""
+        now = utcnow()
+        keys = idempotency.prune(self.db, now)
+        nonces = clients.prune(self.db, now)
+        if keys or nonces:
+            log.info("forgot %d expired idempotency keys and %d signature nonces", keys, nonces)
+        return keys + nonces
 
     def forget_dead_workers(self) -> None:
         cutoff = utcnow() - timedelta(seconds=max(300, 10 * self.settings.worker_poll_interval))

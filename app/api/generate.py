@@ -5,6 +5,7 @@ from flask import jsonify
 
 from app.api import bp, read_json_object, runtime
 from app.auth import current_client
+from app.idempotency import current_claim
 from app.policies import Limit, Signature, policy
 from app.schemas import parse_generate, parse_url_list
 from services import costs, gcpause, jobs
@@ -30,10 +31,12 @@ def generate_descriptions():
     rt = runtime()
     s = rt.settings
     client = current_client()
+    claim = current_claim()
     with gcpause.paused():  # checked and stored without collector passes over the parsed body (services/gcpause.py)
         req = read_generate_request()
-        job = jobs.create_job(rt.db, req, s, metrics=rt.metrics, client_id=client.id,
-                              limits=client.limits) if req.is_batch else None
+        job = jobs.create_job(rt.db, req, s, metrics=rt.metrics, client_id=client.id, limits=client.limits,
+                              idempotency_key=claim and claim.key,
+                              idempotent_since=claim and claim.since) if req.is_batch else None
     if job is not None:
         if rt.worker is not None:
             rt.worker.wake()

@@ -10,6 +10,7 @@ from typing import Any
 from flask import Flask, current_app, jsonify
 
 from app.config import VERSION, Settings
+from app.openapi.idempotency import document_idempotency
 from app.openapi.paths import DOCUMENT_PATH, all_paths
 from app.openapi.responses import headers, parameters, security_schemes, shared_responses
 from app.openapi.webhooks import webhooks
@@ -20,7 +21,7 @@ __all__ = ["DOCUMENT_PATH", "build_document", "document", "init_app"]
 
 
 def build_document(s: Settings) -> dict[str, Any]:
-    return {
+    return document_idempotency({
         "openapi": "3.1.0",
         "info": {
             "title": "Generation Service API",
@@ -47,7 +48,7 @@ def build_document(s: Settings) -> dict[str, Any]:
             "headers": headers(),
             "securitySchemes": security_schemes(),
         },
-    }
+    }, s)
 
 
 def document() -> dict[str, Any]:
