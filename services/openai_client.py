@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator
 
 import openai
+import orjson
 from openai import OpenAI
 
 from services.errors import UpstreamError
@@ -318,7 +319,7 @@ class OpenAIGateway:
             with self.client.files.with_streaming_response.content(file_id) as response:
                 for line in response.iter_lines():
                     if line.strip():
-                        yield json.loads(line)
+                        yield _load_line(line)
         except openai.OpenAIError as exc:
             self._on_error("batch")
             raise upstream_error(exc, "batch") from exc
@@ -328,3 +329,11 @@ class OpenAIGateway:
             self.client.files.delete(file_id)
         except openai.OpenAIError:
             log.info("could not delete OpenAI file %s", file_id)
+
+
+def _load_line(line: str) -> Any:
+    """One line of a batch output file (orjson, cheaper per line; the standard parser for what it refuses)."""
+    try:
+        return orjson.loads(line)
+    except orjson.JSONDecodeError:
+        return json.loads(line)

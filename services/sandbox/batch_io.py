@@ -15,6 +15,8 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import IO, Any, Callable
 
+import orjson
+
 from services.sandbox import ids
 from services.sandbox.catalog import Catalog, model_not_found
 from services.sandbox.errors import ApiError
@@ -173,9 +175,9 @@ def run_lines(input_path: str, batch: BatchInput, plan: RunPlan, new_file: Calla
                 line = _line(custom_id, None, plan.unexecuted_error)
             else:
                 source.seek(batch.offsets[index])
-                line = _execute(json.loads(source.readline()), plan, index in plan.failing, result)
+                line = _execute(_load(source.readline()), plan, index in plan.failing, result)
             ok = line["response"] is not None and line["response"]["status_code"] == 200
-            (out if ok else err).write(json.dumps(line, ensure_ascii=False).encode() + b"\n")
+            (out if ok else err).write(orjson.dumps(line) + b"\n")
             if ok:
                 result.completed += 1
             elif position < plan.executed:
@@ -183,6 +185,15 @@ def run_lines(input_path: str, batch: BatchInput, plan: RunPlan, new_file: Calla
         result.output_path = out.name if out.tell() else _discard(out.name)
         result.error_path = err.name if err.tell() else _discard(err.name)
     return result
+
+
+def _load(raw: bytes) -> Any:
+    """A line read_input accepted (orjson, several times faster; the standard parser for what it refuses,
+    such as NaN or integers beyond 64 bits, which the standard one accepted at validation)."""
+    try:
+        return orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        return json.loads(raw)
 
 
 def _execute(request: dict[str, Any], plan: RunPlan, fail: bool, result: RunResult) -> dict[str, Any]:
