@@ -141,7 +141,8 @@ def _damage_value(value: Any) -> str | None:
 
 def _views(value: Any) -> list[str]:
     items = value if isinstance(value, list) else []
-    return [view for view in VIEWS if view in {_token(v) for v in items}]
+    named = {_token(v) for v in items}  # once, not once per view
+    return [view for view in VIEWS if view in named]
 
 
 def view_of(part: str, side: str) -> str | None:
