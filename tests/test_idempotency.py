@@ -87,10 +87,14 @@ def test_a_50000_lot_post_retried_with_its_key_is_one_job_and_the_sandbox_did_on
     retried = post(live, GENERATE, body, key)  # as a client whose connection dropped before the answer would
     assert_replayed(first, retried)
 
-    # the vision stage is the work a duplicate job would pay for first: once the sandbox has run one
-    # vision line per lot, the job is cancelled (running it to the end adds minutes and proves no more)
-    wait_until(lambda: sandbox.stats()["batch_lines_executed"] >= 50_000, 600, "the vision batches to run",
-               interval=0.5)
+    # the vision batches are the work a duplicate job would pay for first: once one vision request per lot
+    # has been sent, the job is cancelled (running it to the end adds minutes and proves no more)
+    def vision_sent() -> bool:
+        with runtime.db.session() as session:
+            return session.scalar(select(func.coalesce(func.sum(OpenAIBatch.request_count), 0))
+                                  .where(OpenAIBatch.job_id == job_id, OpenAIBatch.kind == "vision",
+                                         OpenAIBatch.batch_id.is_not(None))) >= 50_000
+    wait_until(vision_sent, 600, "the vision batches to be sent", interval=0.5)
     cancelled = requests.post(f"{live.url}/api/v1/batch-jobs/{job_id}/cancel",
                               headers={"X-Signature": header_signature(job_id)}, timeout=30)
     assert cancelled.status_code in (200, 400), cancelled.text  # 400: it finished first on a fast machine
@@ -110,6 +114,7 @@ def test_a_50000_lot_post_retried_with_its_key_is_one_job_and_the_sandbox_did_on
     stats = sandbox.stats()
     assert stats["batches_created"] == stats["files_uploaded"] == batches
     assert stats["batch_lines_executed"] <= 50_000 + shards.get("translation", 0)
+    assert job_count(runtime) == 1
 
 
 # ---- replays on every signed POST -----------------------------------------------------------------
