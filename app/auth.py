@@ -65,8 +65,7 @@ def check(message: bytes | str, signature: object) -> ClientIdentity:
     if implicit.reference_scheme:
         if signing.matching_key(rt.settings.shared_keys, message, signature) is not None:
             return implicit
-    candidates = [(client, key) for client, key in clients.reference_candidates(rt.db, rt.settings)
-                  if not client.implicit]
+    candidates = clients.named_reference_candidates(rt.db)
     if candidates:
         index = signing.matching_key([key for _client, key in candidates], message, signature)
         if index is not None:

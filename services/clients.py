@@ -11,6 +11,7 @@ protected like the keys it holds.
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
 import hmac
 import re
@@ -24,6 +25,7 @@ from sqlalchemy.orm import Session
 
 from database import Database
 from database.models import BatchJob, Client, ClientKey, RequestNonce, WebhookDelivery
+from database.upsert import insert_if_absent
 from services import signing
 from services.clock import utcnow
 from services.errors import ServiceError
@@ -60,6 +62,7 @@ def implicit_key_id(secret: str) -> str:
     return "sk_" + hashlib.sha256(b"genservice key id\n" + secret.encode()).hexdigest()[:16]
 
 
+@functools.lru_cache(maxsize=16)  # asked for on every request the implicit client signs
 def derived_webhook_secret(shared_key: str) -> str:
     """The implicit client's webhook secret when WEBHOOK_SECRET is unset: derived one way from
     SHARED_KEY, so a receiver that holds it cannot sign API requests."""
@@ -111,33 +114,27 @@ def find_key(db: Database, settings, client_id: str, key_id: str, now: datetime 
 def reference_candidates(db: Database, settings, now: datetime | None = None) -> list[tuple[ClientIdentity, str]]:
     """Every (client, secret) a reference-scheme signature may be made with: the implicit client's keys
     when it accepts the scheme, and the active keys of clients set to accept it."""
-    found: list[tuple[ClientIdentity, str]] = []
     implicit = implicit_client(settings)
-    if implicit.reference_scheme:
-        found += [(implicit, key) for key in settings.shared_keys]
+    found = [(implicit, key) for key in settings.shared_keys] if implicit.reference_scheme else []
+    return found + named_reference_candidates(db, now)
+
+
+def named_reference_candidates(db: Database, now: datetime | None = None) -> list[tuple[ClientIdentity, str]]:
+    """The active keys of the clients (not the implicit one) set to accept the reference's scheme."""
     now = now or utcnow()
     with db.read() as connection:
         rows = connection.execute(
             select(*IDENTITY_COLUMNS, ClientKey.secret).join(ClientKey, ClientKey.client_id == Client.id)
             .where(Client.reference_scheme.is_(True), _active(now))).all()
-    found += [(_identity(row[:-1]), row[-1]) for row in rows]
-    return found
+    return [(_identity(row[:-1]), row[-1]) for row in rows]
 
 
 def remember_nonce(db: Database, client_id: str, nonce: str, expires_at: datetime) -> bool:
     """True the first time a (client, nonce) is seen inside the window, False for a replay. One row per
     nonce in the shared database, so every instance sees every other's."""
     with db.transaction() as session:
-        inserted = session.execute(_insert_nonce(session), {"client_id": client_id, "nonce": nonce,
-                                                            "expires_at": expires_at}).first()
-        return inserted is not None
-
-
-def _insert_nonce(session: Session):
-    from sqlalchemy.dialects import postgresql, sqlite
-
-    module = postgresql if session.get_bind().dialect.name == "postgresql" else sqlite
-    return module.insert(RequestNonce).on_conflict_do_nothing().returning(RequestNonce.nonce)
+        return insert_if_absent(session, RequestNonce, {"client_id": client_id, "nonce": nonce,
+                                                        "expires_at": expires_at})
 
 
 def prune(db: Database, now: datetime | None = None) -> int:

@@ -32,10 +32,10 @@ from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 
 from sqlalchemy import delete, select, update
-from sqlalchemy.dialects import postgresql, sqlite
 
 from database import Database
 from database.models import IdempotencyRecord
+from database.upsert import insert_if_absent
 from services.clock import utcnow
 from services.errors import ServiceError
 
@@ -147,12 +147,6 @@ def in_use(key: str, wait_seconds: float) -> ServiceError:
                         retry_after=max(1, min(MAX_RETRY_AFTER, math.ceil(wait_seconds))))
 
 
-def _insert_new(session, values: dict) -> bool:
-    module = postgresql if session.get_bind().dialect.name == "postgresql" else sqlite
-    statement = module.insert(IdempotencyRecord).on_conflict_do_nothing().returning(IdempotencyRecord.key)
-    return session.execute(statement, values).first() is not None
-
-
 def _record(client_id: str, key: str):
     return (IdempotencyRecord.client_id == client_id, IdempotencyRecord.key == key)
 
@@ -171,7 +165,7 @@ def begin(db: Database, client_id: str, key: str, fingerprint: str, *, ttl_secon
              "created_at": now, "expires_at": now + timedelta(seconds=ttl_seconds)}
     for _attempt in range(5):  # each pass loses a race only to a request that changed the record meanwhile
         with db.transaction() as session:
-            if _insert_new(session, fresh):
+            if insert_if_absent(session, IdempotencyRecord, fresh):
                 return Claim(client_id, key, now, lock)
         with db.session() as session:
             found = session.scalars(select(IdempotencyRecord).where(*_record(client_id, key))).one_or_none()

@@ -48,14 +48,7 @@ def parse_signature(signature: Any) -> str | None:
 
 def verify(keys: Iterable[str], message: bytes | str, signature: Any) -> bool:
     """True when ``signature`` (with or without the ``sha256=`` prefix) matches any current key."""
-    given = parse_signature(signature)
-    if given is None:
-        return False
-    matched = False
-    for key in keys:
-        # every key is compared, so the time taken does not reveal which one matched
-        matched |= hmac.compare_digest(hex_hmac(key, message), given)
-    return matched
+    return matching_key(keys, message, signature) is not None
 
 
 WEBHOOK_SECRET_PREFIX = "whsec_"
