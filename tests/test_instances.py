@@ -102,7 +102,9 @@ def outcome(tmp_path_factory, image_server) -> Outcome:
     workdir = tmp_path_factory.mktemp("instances")
     receiver = WebhookReceiver().start()
     # answers that take a moment keep deliveries in flight, so both instances' dispatchers claim some: an instant
-    # receiver on one host let whichever dispatcher woke first deliver all 40
+    # receiver on one host let whichever dispatcher woke first deliver all 40. A pool of two (so one slot per
+    # destination host, WEBHOOK_CONCURRENCY=2) keeps any one process from holding them all: with the default 32, the
+    # two processes of one instance had 48 slots between them and once took all 40 deliveries (CI, 2026-12-01)
     receiver.behaviour.delay = 0.3
     try:
         with scratch_database(DB_NAME, PG_URL) as url, ProcessSet(workdir / "logs") as procs:
@@ -110,7 +112,7 @@ def outcome(tmp_path_factory, image_server) -> Outcome:
                                                     batch_finalizing_seconds=0.2)
             env = service_env(url, sandbox.url, workdir, TEST_KEY, WORKER_POLL_INTERVAL=0.5,
                               WEBHOOK_RETRY_BASE_SECONDS=0.5, WEBHOOK_TIMEOUT=5, IMAGE_TIMEOUT=3,
-                              WORKER_LEASE_SECONDS=10)
+                              WORKER_LEASE_SECONDS=10, WEBHOOK_CONCURRENCY=2)
             instances = {name: launch_gunicorn(procs, env, name=f"instance-{name}", workers=2) for name in "ab"}
             for process in instances.values():
                 process.wait_ready(timeout=60)
