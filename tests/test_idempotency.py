@@ -330,8 +330,12 @@ def test_a_request_that_died_after_committing_its_job_is_answered_with_that_job(
     assert taken_over.json()["job_id"] == job_id
     assert {**taken_over.json(), "estimated_completion": None} == {**first.json(), "estimated_completion": None}
     assert job_count(runtime) == 1
-    with runtime.db.session() as session:
-        assert session.scalar(select(func.count()).select_from(BatchLot).where(BatchLot.job_id == job_id)) == 4
+
+    def lot_rows() -> int:
+        with runtime.db.session() as session:
+            return session.scalar(select(func.count()).select_from(BatchLot).where(BatchLot.job_id == job_id))
+    # its 4 lots, once the worker has written them out of their pages (a loaded machine starts the job later)
+    wait_until(lambda: lot_rows() == 4, 20, "the job's 4 lots to be written out")
     assert_replayed(taken_over, post(live, GENERATE, body, key))  # and its answer is kept now
 
 

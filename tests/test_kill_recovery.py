@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 
 import openai
 import pytest
+import requests
 from sqlalchemy import text
 
 from database.models import Base
@@ -72,7 +73,12 @@ class Harness:
         env.pop("PROMETHEUS_MULTIPROC_DIR", None)  # one process: the default in-memory metrics
         process = ServerProcess(f"service-{next(SERVICE_NUMBERS)}", [PYTHON, "main.py"], env, self.stack.procs.log_dir)
         self.stack.procs.add(process).start()
-        if wait_ready:
+        if wait_ready and crash_after:
+            # an armed process may reach its crash point (and exit) before its first health check answers
+            wait_until(lambda: not process.alive or _answers(f"http://127.0.0.1:{port}/health"), 30,
+                       lambda: f"{process.name} to answer /health or reach {crash_after}:\n{process.tail()}")
+            assert process.alive or process.proc.returncode == CRASH_STATUS, process.tail()
+        elif wait_ready:
             process.wait_http(f"http://127.0.0.1:{port}/health", 30)
         service = Service(process, Api(f"http://127.0.0.1:{port}"))
         self.started.append(service)
@@ -220,6 +226,13 @@ def test_job_cancelled_after_a_crash_cancels_the_batch_that_was_never_recorded(h
                10, "the shard to record the cancelled batch")
     assert job_row(harness.db, job_id).status == "cancelled"
     assert harness.sandbox.stats()["batches_created"] == 1
+
+
+def _answers(url: str) -> bool:
+    try:
+        return requests.get(url, timeout=2).status_code == 200
+    except requests.RequestException:
+        return False
 
 
 def _billed_tokens(harness: Harness, job_id: str) -> dict[str, int]:
