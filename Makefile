@@ -21,8 +21,13 @@ run: install
 	  WORKER_POLL_INTERVAL=$${WORKER_POLL_INTERVAL:-2} \
 	  $(BIN)/python main.py
 
+# the suite waits on servers far more than it computes: its modules run on TEST_WORKERS processes
+# (pytest-xdist, whole modules to a process so module-scoped scenarios run once), each with its own
+# PostgreSQL database (TEST_DATABASE_URL + _gw<n>); TEST_WORKERS=0 runs everything in this process
+TEST_WORKERS ?= 3
+
 test: install
-	$(BIN)/python -m pytest -q -p no:cacheprovider
+	$(BIN)/python -m pytest -q -p no:cacheprovider -n $(TEST_WORKERS) --dist loadfile
 
 FUZZ_SECONDS ?= 600
 

@@ -22,7 +22,10 @@ from tests.support.live import LiveServer
 from tests.support.receiver import WebhookReceiver
 from tests.support.tcp_proxy import TcpProxy
 
-PG_URL = os.environ.get("TEST_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/genservice_test")
+# under pytest-xdist every worker process has a database of its own, named after the suite's with the worker's id
+_XDIST_WORKER = os.environ.get("PYTEST_XDIST_WORKER", "")
+PG_URL = os.environ.get("TEST_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/genservice_test") + (
+    f"_{_XDIST_WORKER}" if _XDIST_WORKER else "")
 ENGINES = ["postgresql", "sqlite"]
 
 
