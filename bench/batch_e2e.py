@@ -49,6 +49,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--image-host-concurrency", type=int, default=256,
                         help="IMAGE_HOST_CONCURRENCY: every photo is on the one loopback image server, so the "
                              "per-host cap is the photo stage's width (256; the service default is 32)")
+    parser.add_argument("--image-server", choices=harness.IMAGE_SERVERS, default="aiohttp",
+                        help="the loopback photo host: aiohttp (one event loop, ~0.1 ms of CPU a request; default) "
+                             "or threaded (the test suite's server, a thread per connection, ~0.25 ms)")
     parser.add_argument("--target", type=float, default=120.0, help="seconds (120)")
     parser.add_argument("--db-name", default="genservice_bench_e2e", help="scratch database name; _<pid> is appended")
     parser.add_argument("--keep-logs", action="store_true")
@@ -88,7 +91,7 @@ def run_job(args, validate: bool, languages: list[str]) -> Run:
         extra["WORKER_POLL_INTERVAL"] = str(args.worker_poll_interval)
     sandbox = SandboxOptions()  # every batch duration 0: instant batches
     with harness.running_stack(args.db_name, sandbox, extra, server=args.server, workers=args.workers,
-                               keep_logs=args.keep_logs) as stack:
+                               keep_logs=args.keep_logs, image_server=args.image_server) as stack:
         pids = stack.worker_pids()
         result.workers = len(pids)
         lots = harness.lots_with_images(args.lots, args.photos, stack.image_base, prefix="e2e")

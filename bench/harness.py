@@ -280,9 +280,21 @@ def _children(pid: int) -> list[int]:
         return found
 
 
-def start_image_server(stack: contextlib.ExitStack, log_dir: str, processes: list[Process] | None = None) -> str:
-    process = Process("image-server", [PYTHON, "-c", IMAGE_SERVER_CODE], env=dict(os.environ, PYTHONPATH=ROOT),
-                      log_dir=log_dir, stdout=subprocess.PIPE)
+IMAGE_SERVERS = ("aiohttp", "threaded")
+
+
+def start_image_server(stack: contextlib.ExitStack, log_dir: str, processes: list[Process] | None = None,
+                       kind: str = "aiohttp") -> str:
+    """The loopback photo host: ``aiohttp`` (bench/photo_server.py, one event loop, ~0.1 ms of CPU a
+    request) or ``threaded`` (the test suite's ImageServer, a thread per connection, ~0.25 ms)."""
+    if kind == "aiohttp":
+        argv = [PYTHON, os.path.join(ROOT, "bench", "photo_server.py"), "--port", "0"]
+    elif kind == "threaded":
+        argv = [PYTHON, "-c", IMAGE_SERVER_CODE]
+    else:
+        raise ValueError(f"image server kind {kind!r}: one of {IMAGE_SERVERS}")
+    process = Process("image-server", argv, env=dict(os.environ, PYTHONPATH=ROOT), log_dir=log_dir,
+                      stdout=subprocess.PIPE)
     stack.callback(process.stop)
     if processes is not None:
         processes.append(process)
@@ -371,14 +383,14 @@ def start_worker_processes(stack: contextlib.ExitStack, log_dir: str, env: dict[
 @contextlib.contextmanager
 def running_stack(db_name: str, sandbox: SandboxOptions, service_extra: dict[str, str] | None = None,
                   server: str = "gunicorn", workers: int | None = None, keep_logs: bool = False,
-                  worker_processes: int = 0) -> Iterator[Stack]:
+                  worker_processes: int = 0, image_server: str = "aiohttp") -> Iterator[Stack]:
     install_signal_handlers()
     workdir = tempfile.mkdtemp(prefix="genservice-bench-")
     with contextlib.ExitStack() as stack:
         stack.callback(_remove_workdir, workdir, keep_logs)
         database_url = stack.enter_context(scratch_database(db_name))
         helpers: list[Process] = []
-        image_base = start_image_server(stack, workdir, helpers)
+        image_base = start_image_server(stack, workdir, helpers, kind=image_server)
         sandbox_url = start_sandbox(stack, workdir, sandbox, helpers)
         env = service_env(database_url, sandbox_url, workdir, service_extra)
         if worker_processes:

@@ -30,38 +30,17 @@ import harness
 from harness import note
 
 TARGET_SECONDS = 120.0
-PHOTO = b"\xff\xd8" + b"\x00" * 1020 + b"\xff\xd9"
+SERVER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "photo_server.py")
 
 
-# ---- the image server (run as a child process) ----------------------------------------------------
-
-def serve(port: int, delay: float) -> None:
-    from aiohttp import web
-
-    async def photo(request: web.Request) -> web.Response:
-        await asyncio.sleep(delay)
-        body = b"" if request.method == "HEAD" else PHOTO
-        return web.Response(body=body, headers={"Content-Type": "image/jpeg", "Content-Length": str(len(PHOTO))})
-
-    app = web.Application()
-    app.router.add_get("/{tail:.*}", photo, allow_head=True)
-
-    async def main() -> None:
-        runner = web.AppRunner(app, access_log=None, handle_signals=True)
-        await runner.setup()
-        site = web.TCPSite(runner, harness.HOST, port, reuse_port=True, backlog=4096)
-        await site.start()
-        await asyncio.Event().wait()
-
-    asyncio.run(main())
-
+# ---- the image server (run as child processes, bench/photo_server.py) ------------------------------
 
 def start_servers(stack, count: int, delay: float) -> tuple[int, list[harness.Process]]:
     port = harness.free_port()
     processes = []
     for index in range(count):
-        process = harness.Process(f"photo-server-{index}", [harness.PYTHON, os.path.abspath(__file__), "--serve",
-                                                            str(port), "--delay", str(delay)])
+        process = harness.Process(f"photo-server-{index}", [harness.PYTHON, SERVER, "--port", str(port),
+                                                            "--delay", str(delay)])
         stack.callback(process.stop)
         processes.append(process)
     harness.wait_http(f"http://{harness.HOST}:{port}/img/ready.jpg", 20)
@@ -167,15 +146,11 @@ def parse_args(argv=None) -> argparse.Namespace:
                         help="one-lot check_many calls of --sync-photos photos for the sync row (40; 0 skips)")
     parser.add_argument("--sync-photos", type=int, default=20, help="photos per sync call (20, the sync maximum)")
     parser.add_argument("--skip-floor", action="store_true", help="measure the service's checker only")
-    parser.add_argument("--serve", type=int, default=None, help=argparse.SUPPRESS)
     return parser.parse_args(argv)
 
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    if args.serve is not None:
-        serve(args.serve, args.delay)
-        return 0
     harness.install_signal_handlers()
     import contextlib
 

@@ -135,14 +135,20 @@ class _HostGates:
         await waiter
 
 
+def _by_destination(urls: Iterable[str]) -> dict[str, deque[str]]:
+    """Distinct URLs grouped by destination (scheme, host and port), each group in the order given."""
+    by_host: dict[str, deque[str]] = {}
+    for url in dict.fromkeys(urls):
+        by_host.setdefault(destination(url), deque()).append(url)
+    return by_host
+
+
 class _Queue:
     """One call's URLs, grouped by destination and handed out round robin to hosts below their cap."""
 
-    def __init__(self, urls: Iterable[str], gates: _HostGates):
+    def __init__(self, by_host: dict[str, deque[str]], gates: _HostGates):
         self.gates = gates
-        self._by_host: dict[str, deque[str]] = {}
-        for url in dict.fromkeys(urls):
-            self._by_host.setdefault(destination(url), deque()).append(url)
+        self._by_host = by_host
         self._hosts = deque(self._by_host)
 
     def __len__(self) -> int:
@@ -235,11 +241,11 @@ class ImageChecker:
         return self.timeout
 
     def check_one(self, url: str) -> ImageCheck:
-        return _result([url], self._run(lambda: self._check_distinct([url], self.budget), self.budget)).checks[0]
+        return _result([url], self._run(lambda: self._check_distinct(_by_destination([url]), self.budget), self.budget)).checks[0]
 
     def check_many(self, urls: Sequence[str]) -> ImageCheckResult:
         """Check ``urls`` concurrently; the call returns within about one ``budget``."""
-        return _result(urls, self._run(lambda: self._check_distinct(urls, self.budget), self.budget))
+        return _result(urls, self._run(lambda: self._check_distinct(_by_destination(urls), self.budget), self.budget))
 
     def check_many_lots(self, lots_urls: Sequence[Sequence[str]]) -> list[ImageCheckResult]:
         """Check a batch's lots with one network check per distinct URL.
@@ -247,8 +253,9 @@ class ImageChecker:
         Each check has its own deadline once it starts; the call ends when the last
         one has, after at most as many ``budget`` as the busiest host needs waves.
         """
-        distinct = list(dict.fromkeys(url for lot in lots_urls for url in lot))
-        checks = self._run(lambda: self._check_distinct(distinct, None), self.budget * self._waves(distinct))
+        by_host = _by_destination(url for lot in lots_urls for url in lot)
+        waves = self._waves(by_host)
+        checks = self._run(lambda: self._check_distinct(by_host, None), self.budget * waves)
         return [_result(lot, checks) for lot in lots_urls]
 
     def close(self) -> None:
@@ -268,13 +275,10 @@ class ImageChecker:
         self.close()
 
     # ---- the event loop side ---------------------------------------------------------------
-    def _waves(self, urls: Sequence[str]) -> int:
-        per_host: dict[str, int] = {}
-        for url in urls:
-            key = destination(url)
-            per_host[key] = per_host.get(key, 0) + 1
-        busiest = max(per_host.values(), default=0)
-        return max(1, math.ceil(len(urls) / self.concurrency), math.ceil(busiest / self.host_concurrency))
+    def _waves(self, by_host: dict[str, deque[str]]) -> int:
+        total = sum(len(urls) for urls in by_host.values())
+        busiest = max((len(urls) for urls in by_host.values()), default=0)
+        return max(1, math.ceil(total / self.concurrency), math.ceil(busiest / self.host_concurrency))
 
     def _run(self, make: Callable[[], Coroutine], bound: float) -> dict[str, ImageCheck]:
         """Run the checks on the loop; past ``bound`` (a loop too busy to keep its deadlines)
@@ -298,7 +302,7 @@ class ImageChecker:
         self._slots = asyncio.Semaphore(self.concurrency)
         self._hosts = _HostGates(self.host_concurrency)
 
-    async def _check_distinct(self, urls: Iterable[str], budget: float | None) -> dict[str, ImageCheck]:
+    async def _check_distinct(self, by_host: dict[str, deque[str]], budget: float | None) -> dict[str, ImageCheck]:
         """Check each distinct URL once; past the call's ``budget`` the rest count as timed out.
 
         At most ``concurrency`` workers per call take URLs host by host in turn, so neither a
@@ -306,7 +310,7 @@ class ImageChecker:
         """
         loop = asyncio.get_running_loop()
         call_deadline = None if budget is None else loop.time() + budget
-        queue = _Queue(urls, self._hosts)
+        queue = _Queue(by_host, self._hosts)
         results: dict[str, ImageCheck] = {}
 
         async def worker() -> None:

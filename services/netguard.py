@@ -38,6 +38,7 @@ IPAddress = Union[ipaddress.IPv4Address, ipaddress.IPv6Address]
 IPNetwork = Union[ipaddress.IPv4Network, ipaddress.IPv6Network]
 
 ALLOWED_SCHEMES = ("http", "https")
+VERDICT_CACHE = 4096  # host verdicts an OutboundPolicy remembers
 _DEFAULT_PORTS = {"http": 80, "https": 443}
 
 _LEGACY_IPV4 = re.compile(r"^(0x[0-9a-f]*|[0-9]+)(\.(0x[0-9a-f]*|[0-9]+)){0,3}$")
@@ -182,6 +183,10 @@ class OutboundPolicy:
     _names: frozenset[str] = field(init=False, repr=False, compare=False)
     _suffixes: tuple[str, ...] = field(init=False, repr=False, compare=False)
     _networks: tuple[IPNetwork, ...] = field(init=False, repr=False, compare=False)
+    # host spelling -> its verdict: (name, ip) or the BlockedURL it raised; the policy never changes, so
+    # neither does a verdict, and a page of 5,000 photos on one CDN spells the same host 5,000 times
+    _verdicts: dict[str, tuple[str, IPAddress | None] | BlockedURL] = field(
+        init=False, repr=False, compare=False, default_factory=dict)
 
     def __post_init__(self) -> None:
         entries = tuple(self.allowed_hosts)
@@ -221,8 +226,23 @@ class OutboundPolicy:
     def check_host(self, host: str) -> tuple[str, IPAddress | None]:
         """Check a host before resolving it: spelling, allowlist, IP literal ranges.
 
-        Returns the normalised name and, for IP literals, the address.
+        Returns the normalised name and, for IP literals, the address. Verdicts are remembered
+        (up to VERDICT_CACHE hosts, then the memory starts afresh), refusals included.
         """
+        verdict = self._verdicts.get(host)
+        if verdict is None:
+            try:
+                verdict = self._check_host(host)
+            except BlockedURL as exc:
+                verdict = exc
+            if len(self._verdicts) >= VERDICT_CACHE:
+                self._verdicts.clear()
+            self._verdicts[host] = verdict
+        if isinstance(verdict, BlockedURL):
+            raise BlockedURL(verdict.reason, verdict.target)
+        return verdict
+
+    def _check_host(self, host: str) -> tuple[str, IPAddress | None]:
         ip = parse_ip_host(host)
         if ip is not None:
             self.check_ip(ip)
