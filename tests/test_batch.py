@@ -161,3 +161,16 @@ def test_without_image_validation_every_photo_is_sent_as_given(make_live, image_
     assert [item["processed_images"] for item in results] == [3, 2, 2]
     assert all(item["missing_images"] == [] for item in results)
     assert image_server.requests == []
+
+
+def test_batches_of_a_second_are_collected_within_seconds_whatever_the_poll_interval(make_live, image_server,
+                                                                                     sandbox):
+    """WORKER_POLL_INTERVAL=30 is how often a worker looks for work made elsewhere, not how late it may
+    notice that a young batch ended: a job whose two batches each take a second ends in a few seconds
+    (with a fixed 30 s wait after each submission it took over a minute)."""
+    sandbox.configure(batch_in_progress_seconds=1)
+    api = Api(make_live(WORKER_POLL_INTERVAL=30).url)
+    job_id = api.generate(_lots(image_server, 3), languages=["en", "de"]).json()["job_id"]
+    status = api.wait_status(job_id, timeout=15)
+    assert status["status"] == "completed", status
+    assert sandbox.stats()["batches_created"] == 2

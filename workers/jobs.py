@@ -217,13 +217,15 @@ class JobRunner:
 
     def _stage_paid(self, job: BatchJob, stage: Stage) -> float | None:
         add = self._add_usage(job)
+        shards = None
         if job.strategy == "direct" or not stage.needs_api:
             state = DirectRunner(self.db, self.rt.ai, stage, self.pool, self.settings.direct_concurrency, self.lease,
                                  add).advance()
         else:
-            state = ShardManager(self.db, self.rt.ai, stage, self.settings.batch_shard_max_requests,
-                                 self.settings.batch_shard_max_bytes, self.lease, add,
-                                 self.settings.crash_after, self._renewing).advance()
+            shards = ShardManager(self.db, self.rt.ai, stage, self.settings.batch_shard_max_requests,
+                                  self.settings.batch_shard_max_bytes, self.lease, add,
+                                  self.settings.crash_after, self._renewing)
+            state = shards.advance()
         self._refresh(job)
         if state == "refused":
             # OpenAI refused the requests as configured: every other lot would be refused (and billed) too
@@ -237,6 +239,9 @@ class JobRunner:
             return None
         if state == "backoff":
             return BACKOFF_SECONDS
+        if shards is not None:
+            # OpenAI is working on the shards: look again soon while they are young, then less often
+            return shards.poll_delay(self.settings.worker_poll_interval)
         return self.settings.worker_poll_interval
 
     def stage_vision(self, job: BatchJob) -> float | None:

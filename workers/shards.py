@@ -22,6 +22,7 @@ from database import Database
 from database.models import BatchJob, BatchLot, OpenAIBatch
 from database.models.openai_batches import SHARD_OPEN
 from services.batches import ShardCutter, parse_output_line, request_line
+from services.clock import utcnow
 from services.errors import UpstreamError
 from services.openai_client import REFUSED_CODES, OpenAIGateway, Usage, refusal_reason
 from workers import faults
@@ -32,6 +33,11 @@ log = logging.getLogger(__name__)
 
 PAGE = 500
 TERMINAL = ("completed", "failed", "expired", "cancelled")
+# a batch is looked at again after a tenth of its age, at least a second and at most the poll interval:
+# one of a few hundred lines can end within seconds, one of 50,000 takes hours, and a batch polled
+# every second for its first ten seconds, then less and less often, costs a few dozen retrieves in all
+POLL_AGE_SHARE = 0.1
+POLL_MIN_SECONDS = 1.0
 
 
 class ShardManager:
@@ -282,3 +288,12 @@ class ShardManager:
         if self.unassigned_waiting():
             return "again"
         return "wait" if self.open_shards() else "done"
+
+    def poll_delay(self, longest: float) -> float:
+        """Seconds until the open shards should be looked at again: a tenth of the youngest one's age,
+        within [POLL_MIN_SECONDS, longest] (``longest`` is WORKER_POLL_INTERVAL)."""
+        now = utcnow()
+        ages = [(now - shard.created_at).total_seconds() for shard in self.open_shards()]
+        if not ages:
+            return longest
+        return max(min(POLL_MIN_SECONDS, longest), min(longest, min(ages) * POLL_AGE_SHARE))

@@ -73,3 +73,33 @@ def test_plan_only_takes_waiting_unassigned_lots_and_numbers_shards_on(db):
         retry = session.scalars(select(OpenAIBatch).where(OpenAIBatch.shard == 2)).one()
     assert (retry.request_count, retry.attempt) == (1, 1)
     assert [lot.vision_shard for lot in lots_of(db, job.id)] == [0, 2, 1, 1]
+
+
+def test_open_shards_are_looked_at_again_after_a_tenth_of_the_youngest_ones_age(db):
+    from datetime import timedelta
+
+    from services.clock import utcnow
+
+    job = job_with_lots(db, 4)
+    created, _, _ = planned(db, job, max_requests=2, max_bytes=10**6)
+    assert created == 2
+    lease = Lease(db, BatchJob, job.id, "worker-1", 30)
+    manager = ShardManager(db, None, EchoStage(None, job, 2), 2, 10**6, lease, lambda session, usage: None)
+
+    def aged(first: float, second: float) -> None:
+        with db.transaction() as session:
+            for shard, age in ((0, first), (1, second)):
+                session.execute(update(OpenAIBatch).where(OpenAIBatch.job_id == job.id, OpenAIBatch.shard == shard)
+                                .values(created_at=utcnow() - timedelta(seconds=age)))
+
+    aged(2, 600)
+    assert manager.poll_delay(30.0) == 1.0  # a batch two seconds old: within a second (never sooner)
+    aged(120, 600)
+    assert 11.9 < manager.poll_delay(30.0) < 12.5  # the youngest is two minutes old: after 12 s
+    assert manager.poll_delay(5.0) == 5.0  # never later than the poll interval
+    assert manager.poll_delay(0.5) == 0.5  # nor, with a shorter interval, later than it
+    aged(3600, 7200)
+    assert manager.poll_delay(30.0) == 30.0
+    with db.transaction() as session:
+        session.execute(update(OpenAIBatch).where(OpenAIBatch.job_id == job.id).values(status="collected"))
+    assert manager.poll_delay(30.0) == 30.0  # nothing open: the interval
