@@ -612,3 +612,39 @@ def test_standalone_module_serves_until_terminated():
         process.terminate()
         assert process.wait(timeout=10) == 0
         process.stdout.close()
+
+
+def test_a_batch_runs_its_lines_ahead_and_shows_them_only_once_completed(client, sandbox):
+    """As OpenAI works on a batch whether or not anyone asks, the sandbox runs a batch's lines on its own
+    thread soon after it is created; its output is published only when the batch's clock says completed."""
+    sandbox.configure(batch_in_progress_seconds=3)
+    batch = submit(client, 200)
+    record = sandbox.state._batches[batch.id]
+    deadline = time.monotonic() + 10
+    while record.prepared is None and time.monotonic() < deadline:
+        time.sleep(0.02)
+    running = client.batches.retrieve(batch.id)
+    assert record.prepared is not None and running.status == "in_progress", running.status
+    assert running.output_file_id is None and sandbox.stats()["batch_lines_executed"] == 0
+    done = wait_settled(client, batch.id)
+    assert done.status == "completed" and done.request_counts.completed == 200
+    assert sorted(line["custom_id"] for line in jsonl(client, done.output_file_id)) == sorted(
+        f"car-{i}" for i in range(200))
+    assert sandbox.stats()["batch_lines_executed"] == 200
+
+
+def test_a_batch_cancelled_after_its_lines_ran_ahead_keeps_only_what_ran_before_the_cancel(client, sandbox):
+    sandbox.configure(batch_in_progress_seconds=60)
+    batch = submit(client, 50)
+    record = sandbox.state._batches[batch.id]
+    deadline = time.monotonic() + 10
+    while record.prepared is None and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert record.prepared is not None
+    client.batches.cancel(batch.id)
+    done = wait_settled(client, batch.id)
+    assert done.status == "cancelled"
+    errors = jsonl(client, done.error_file_id)
+    executed = len(jsonl(client, done.output_file_id))
+    assert executed + len(errors) == 50 and executed < 5  # a second or two of a 60-second batch
+    assert all(line["error"]["code"] == "batch_cancelled" for line in errors if line["response"] is None)

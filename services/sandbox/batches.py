@@ -56,6 +56,10 @@ class BatchRecord:
     cancel_at: float | None = None
     cancel_executed: int = 0
     result: RunResult | None = None
+    # the lines run ahead of time (see SandboxState: as OpenAI runs a batch on its own, not when asked),
+    # kept unpublished until the batch completes; dropped if it is cancelled first
+    prepared: RunResult | None = None
+    prepared_with: Any = field(default=None, repr=False)  # the catalog those lines ran with
     output_file_id: str | None = None
     error_file_id: str | None = None
     run_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)

@@ -3,12 +3,20 @@
 Config and the batch table sit behind one lock. Work that can take seconds (reading a
 batch input, writing its output) runs outside it, under the batch's own ``run_lock``, so a
 50,000-line batch settling never stalls the other endpoints.
+
+A batch that is to complete has its lines run ahead, on one background thread in the order the
+batches were created, as OpenAI works on a batch while the client does something else; the
+output stays unpublished until the batch's clock says completed. A retrieve that finds the batch
+completed before its lines are done waits for them, exactly as when nothing ran ahead; a batch
+cancelled first drops what ran ahead and is settled with the lines run up to the cancel.
 """
 from __future__ import annotations
 
 import itertools
+import logging
 import math
 import os
+import queue
 import random
 import shutil
 import threading
@@ -27,6 +35,8 @@ from services.sandbox.generate import ENDPOINTS, RESPONSES, respond
 from services.sandbox.listing import cursor_page
 from services.sandbox.prompt_cache import PromptCache
 from services.sandbox.stats import Stats
+
+log = logging.getLogger(__name__)
 
 TOKEN_LIMIT_ERROR = ("token_limit_exceeded", "Enqueued token limit reached for {model} in organization "
                      "org-sandbox. Limit: 90,000 enqueued tokens. Please try again once some in_progress "
@@ -47,6 +57,8 @@ class SandboxState:
         self._rng = random.Random(config.fault_seed)
         self.catalog = base_catalog().with_overrides(config.catalog_overrides)
         self.prompt_cache = PromptCache(config.prompt_cache_seconds)
+        self._ahead: queue.SimpleQueue[BatchRecord] = queue.SimpleQueue()
+        self._ahead_thread: threading.Thread | None = None
 
     # config and control
 
@@ -179,7 +191,40 @@ class SandboxState:
         with self._lock:
             self._batches[batch_id] = record
         self.stats.batch_created(metadata)
+        if not errors and outcome == "completed":
+            self._run_ahead(record)
         return to_api(record, Phase("validating"))
+
+    def _run_ahead(self, record: BatchRecord) -> None:
+        with self._lock:
+            if self._ahead_thread is None or not self._ahead_thread.is_alive():
+                self._ahead_thread = threading.Thread(target=self._ahead_loop, name="sandbox-batches", daemon=True)
+                self._ahead_thread.start()
+        self._ahead.put(record)
+
+    def _ahead_loop(self) -> None:
+        while True:
+            record = self._ahead.get()
+            try:
+                self._prepare(record)
+            except Exception:  # a reset under it, say: the batch is settled the ordinary way when asked
+                log.debug("sandbox: running batch %s ahead failed", record.id, exc_info=True)
+
+    def _prepare(self, record: BatchRecord) -> None:
+        """Run a batch's lines into staged files, unpublished (``record.prepared``)."""
+        with record.run_lock:
+            if record.result is not None or record.prepared is not None or record.cancel_at is not None \
+                    or record.input_path is None:
+                return
+            with self._lock:
+                catalog = self.catalog
+                known = self._batches.get(record.id) is record
+            if not known:
+                return
+            plan = RunPlan(record.endpoint, record.order, record.planned_executions, record.failing, EXPIRED_ERROR,
+                           record.unsafe, catalog, self.prompt_cache)
+            record.prepared = run_lines(record.input_path, record.input, plan, self.files.staging_file)
+            record.prepared_with = catalog
 
     def _take_outcome(self) -> str:
         """The outcome for a new batch; counts ``batch_outcome_count`` down (caller holds the lock)."""
@@ -257,8 +302,18 @@ class SandboxState:
                 return
             cancelled = current.status == "cancelled"
             executed = record.cancel_executed if cancelled else record.planned_executions
+            prepared, record.prepared = record.prepared, None
+            with self._lock:
+                catalog_changed = self.catalog is not record.prepared_with
+            # lines run ahead count only for a batch that completed with the models as they were then (a
+            # model shut down meanwhile fails the lines that had not run yet, as on OpenAI: run them again)
+            if prepared is not None and (cancelled or current.status != "completed" or catalog_changed):
+                _drop_files(prepared)
+                prepared = None
             if record.errors or record.input_path is None:
                 result = RunResult()
+            elif prepared is not None:
+                result = prepared
             else:
                 with self._lock:
                     catalog = self.catalog
@@ -266,9 +321,9 @@ class SandboxState:
                                CANCELLED_ERROR if cancelled else EXPIRED_ERROR, record.unsafe, catalog,
                                self.prompt_cache)
                 result = run_lines(record.input_path, record.input, plan, self.files.staging_file)
-                for code, count in result.refused.items():
-                    self.stats.refused(code, count)
-                self.stats.bump("stored_responses", result.stored)
+            for code, count in result.refused.items():
+                self.stats.refused(code, count)
+            self.stats.bump("stored_responses", result.stored)
             if result.output_path:
                 record.output_file_id = self.files.add(result.output_path, f"{record.id}_output.jsonl",
                                                        "batch_output").id
@@ -347,6 +402,12 @@ def _remove(path: str | None) -> None:
             os.unlink(path)
         except FileNotFoundError:
             pass
+
+
+def _drop_files(result: RunResult) -> None:
+    """The staged output of lines run ahead for a batch that did not complete."""
+    _remove(result.output_path)
+    _remove(result.error_path)
 
 
 def injected_error(status: int, retry_after: float) -> ApiError:
