@@ -210,8 +210,11 @@ class Settings(BaseSettings):
     batch_strategy: Strategy = env("BATCH_STRATEGY", "openai_batch", "`openai_batch`, `direct` or `auto`")
     direct_max_lots: int = env("DIRECT_MAX_LOTS", 20, "largest job `auto` runs with direct calls", ge=0)
     direct_concurrency: int = env("DIRECT_CONCURRENCY", 8, "concurrent calls of the direct strategy", ge=1, le=256)
-    batch_shard_max_requests: int = env("BATCH_SHARD_MAX_REQUESTS", 50_000, "lines per OpenAI batch file", ge=1,
-                                        le=50_000)
+    batch_shard_max_requests: int = env("BATCH_SHARD_MAX_REQUESTS", 10_000, "lines per OpenAI batch file (OpenAI "
+                                        "takes up to 50,000; smaller batches end sooner and are worked on side by "
+                                        "side)", ge=1, le=50_000)
+    batch_shard_concurrency: int = env("BATCH_SHARD_CONCURRENCY", 4, "shards of one job's stage uploaded, polled and "
+                                       "collected side by side on PostgreSQL (one at a time on SQLite)", ge=1, le=32)
     batch_shard_max_bytes: int = env("BATCH_SHARD_MAX_BYTES", 190 * MiB, "bytes per OpenAI batch file", ge=1024,
                                      le=200 * MiB)
     batch_resubmit_attempts: int = env("BATCH_RESUBMIT_ATTEMPTS", 1, "extra tries for a failed or unanswered line",

@@ -174,3 +174,44 @@ def test_batches_of_a_second_are_collected_within_seconds_whatever_the_poll_inte
     status = api.wait_status(job_id, timeout=15)
     assert status["status"] == "completed", status
     assert sandbox.stats()["batches_created"] == 2
+
+
+def test_translation_batches_start_while_the_vision_stage_still_runs(make_live, image_server, sandbox):
+    """Six lots in vision shards of two: once a shard's lots are described they make a full translation
+    shard, which is sent before the last vision batch has ended; every lot is still done exactly once."""
+    import threading
+
+    from sqlalchemy import func, select
+
+    from database.models import BatchJob, OpenAIBatch
+
+    sandbox.configure(batch_in_progress_seconds=1)
+    live = make_live(BATCH_SHARD_MAX_REQUESTS=2)
+    db = live.app.extensions["genservice"].db
+    api = Api(live.url)
+    job_id = api.generate(_lots(image_server, 6), languages=["en", "de"]).json()["job_id"]
+    seen: set[tuple[str, int]] = set()
+    stop = threading.Event()
+
+    def watch() -> None:
+        while not stop.wait(0.05):
+            with db.session() as session:
+                stage = session.scalar(select(BatchJob.stage).where(BatchJob.id == job_id))
+                translations = session.scalar(select(func.count()).select_from(OpenAIBatch).where(
+                    OpenAIBatch.job_id == job_id, OpenAIBatch.kind == "translation"))
+            seen.add((stage, translations))
+
+    watcher = threading.Thread(target=watch, daemon=True)
+    watcher.start()
+    try:
+        status = api.wait_status(job_id, timeout=40)
+    finally:
+        stop.set()
+        watcher.join(5)
+    assert status["status"] == "completed", status
+    assert any(stage == "vision" and translations > 0 for stage, translations in seen), sorted(seen)
+    stats = sandbox.stats()
+    assert stats["batch_lines_executed"] == 12  # 6 vision lines and 6 translation lines, none twice
+    lots_out = api.results(job_id).json()["results"]["lots"]
+    assert all([d["language"] for d in item["descriptions"]] == ["en", "de"] for item in lots_out)
+

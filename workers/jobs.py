@@ -42,7 +42,8 @@ class JobRunner:
         self.settings = runtime.settings
         self.owner = owner
         self.pool = ThreadPoolExecutor(max_workers=self.settings.direct_concurrency, thread_name_prefix="direct")
-        self._io = ThreadPoolExecutor(max_workers=1, thread_name_prefix="job-io")
+        # long calls (a shard's upload) run here while the caller renews the job's lease: one per shard side by side
+        self._io = ThreadPoolExecutor(max_workers=self.settings.batch_shard_concurrency, thread_name_prefix="job-io")
         self.lease: leases.Lease | None = None
         self.time_slice = TIME_SLICE_SECONDS
         faults.check(self.settings.crash_after)
@@ -215,17 +216,25 @@ class JobRunner:
                 .limit(1))
         return job_id is not None and self.check_photo_page(job_id) > 0
 
-    def _stage_paid(self, job: BatchJob, stage: Stage) -> float | None:
-        add = self._add_usage(job)
-        shards = None
+    def _shards(self, job: BatchJob, stage: Stage) -> ShardManager:
+        return ShardManager(self.db, self.rt.ai, stage, self.settings.batch_shard_max_requests,
+                            self.settings.batch_shard_max_bytes, self.lease, self._add_usage(job),
+                            self.settings.crash_after, self._renewing, self.settings.batch_shard_concurrency)
+
+    def _stage_paid(self, job: BatchJob, stage: Stage, following: Stage | None = None) -> float | None:
+        """Advance ``stage``; ``following`` (the next paid stage, on the Batch API) gets its full shards of
+        the lots this stage has finished so far, so the two stages overlap rather than take turns."""
+        managers: list[ShardManager] = []
         if job.strategy == "direct" or not stage.needs_api:
             state = DirectRunner(self.db, self.rt.ai, stage, self.pool, self.settings.direct_concurrency, self.lease,
-                                 add).advance()
+                                 self._add_usage(job)).advance()
         else:
-            shards = ShardManager(self.db, self.rt.ai, stage, self.settings.batch_shard_max_requests,
-                                  self.settings.batch_shard_max_bytes, self.lease, add,
-                                  self.settings.crash_after, self._renewing)
-            state = shards.advance()
+            managers.append(self._shards(job, stage))
+            state = managers[0].advance()
+        if following is not None and state != "refused":
+            managers.append(self._shards(job, following))
+            if managers[-1].advance(early=True) == "refused":
+                stage, state = following, "refused"
         self._refresh(job)
         if state == "refused":
             # OpenAI refused the requests as configured: every other lot would be refused (and billed) too
@@ -239,14 +248,17 @@ class JobRunner:
             return None
         if state == "backoff":
             return BACKOFF_SECONDS
-        if shards is not None:
+        if managers:
             # OpenAI is working on the shards: look again soon while they are young, then less often
-            return shards.poll_delay(self.settings.worker_poll_interval)
+            return min(manager.poll_delay(self.settings.worker_poll_interval) for manager in managers)
         return self.settings.worker_poll_interval
 
     def stage_vision(self, job: BatchJob) -> float | None:
-        stage = VisionStage(self.rt.ai, job, self.settings.batch_resubmit_attempts + 1)
-        return self._stage_paid(job, stage)
+        attempts = self.settings.batch_resubmit_attempts + 1
+        stage = VisionStage(self.rt.ai, job, attempts)
+        following = TranslationStage(self.rt.ai, job, attempts)
+        overlap = job.strategy != "direct" and following.needs_api
+        return self._stage_paid(job, stage, following if overlap else None)
 
     def stage_translation(self, job: BatchJob) -> float | None:
         stage = TranslationStage(self.rt.ai, job, self.settings.batch_resubmit_attempts + 1)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import os
 import tempfile
+from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 from typing import Any, Callable
 
@@ -51,7 +52,7 @@ class ShardManager:
 
     def __init__(self, db: Database, ai: OpenAIGateway, stage: Stage, max_requests: int, max_bytes: int,
                  lease: Lease, add_usage: Callable[[Session, Usage], None], crash_after: str | None = None,
-                 renewing: Callable[..., Any] = lambda fn, *args: fn(*args)):
+                 renewing: Callable[..., Any] = lambda fn, *args: fn(*args), concurrency: int = 1):
         self.db = db
         self.ai = ai
         self.stage = stage
@@ -62,6 +63,8 @@ class ShardManager:
         self.add_usage = add_usage
         self.crash_after = crash_after
         self.renewing = renewing
+        # SQLite has one writer: shards side by side would only queue for it (and time out waiting)
+        self.concurrency = 1 if db.engine.dialect.name == "sqlite" else max(1, concurrency)
         stage.batch_api = True
 
     def _crash_point(self, step: str) -> None:
@@ -73,7 +76,8 @@ class ShardManager:
         last = -1
         while True:
             with self.db.session() as session:
-                lots = session.scalars(select(BatchLot).where(self.stage.waiting(), condition, BatchLot.seq > last)
+                lots = session.scalars(select(BatchLot).options(*self.stage.unread)
+                                       .where(self.stage.waiting(), condition, BatchLot.seq > last)
                                        .order_by(BatchLot.seq).limit(PAGE)).all()
             if not lots:
                 return
@@ -93,8 +97,9 @@ class ShardManager:
                 self.stage.waiting(), self.stage.shard_column.is_(None))) or 0
 
     # ---- steps --------------------------------------------------------------------------------
-    def plan(self) -> int:
-        """Cut the waiting, unassigned lots into shards and assign them; returns shards created."""
+    def plan(self, full_only: bool = False) -> int:
+        """Cut the waiting, unassigned lots into shards and assign them; returns shards created.
+        ``full_only`` leaves a last shard that is not full unassigned (more lots are still to come)."""
         cutter = ShardCutter(self.max_requests, self.max_bytes)
         created = 0
         first = last = None
@@ -116,7 +121,7 @@ class ShardManager:
                 last = lot.seq
                 attempt = max(attempt, getattr(lot, self.stage.attempts_column.key))
                 cutter.add(size)
-        if cutter.count:
+        if cutter.count and not full_only:
             self._assign(next_shard + created, first, last, cutter.count, attempt)
             created += 1
         if created:
@@ -270,24 +275,47 @@ class ShardManager:
             setattr(shard, key, value)
 
     # ---- one pass -----------------------------------------------------------------------------
-    def advance(self) -> str:
+    def advance(self, early: bool = False) -> str:
         """Move every shard of this stage one step: ``again`` (more to do now), ``wait`` (OpenAI is working)
-        or ``done``."""
-        if self.unassigned_waiting():
+        or ``done`` (``refused`` when OpenAI refused the requests as configured).
+
+        ``early``: the stage before is still running, so only full shards are cut from the lots ready so
+        far; the rest wait for more lots (or for this stage's own turn)."""
+        if early:
+            if self.unassigned_waiting() >= self.max_requests:
+                self.plan(full_only=True)
+        elif self.unassigned_waiting():
             self.plan()
-        for shard in self.open_shards():
-            if shard.status == "building":
-                self.upload(shard)
-            if shard.status == "uploaded":
-                self.submit(shard)
-            if shard.status == "submitted":
-                self.poll(shard)
-            if self.stage.refused:
-                return "refused"
-            self.lease.renew()
+        shards = self.open_shards()
+        if self.concurrency > 1 and len(shards) > 1:
+            # each shard's step on a thread of its own: while OpenAI (or the database) works for one, this
+            # process builds or reads another; a failure in one is raised once all of them have returned
+            with ThreadPoolExecutor(max_workers=min(self.concurrency, len(shards)),
+                                    thread_name_prefix=f"{self.stage.kind}-shard") as pool:
+                for _ in pool.map(self._step, shards):
+                    pass
+        else:
+            for shard in shards:
+                self._step(shard)
+                if self.stage.refused:
+                    break
+        if self.stage.refused:
+            return "refused"
         if self.unassigned_waiting():
             return "again"
         return "wait" if self.open_shards() else "done"
+
+    def _step(self, shard: OpenAIBatch) -> None:
+        """Move one shard as far as it goes now: build and upload, submit, poll (and collect)."""
+        if self.stage.refused:
+            return
+        if shard.status == "building":
+            self.upload(shard)
+        if shard.status == "uploaded":
+            self.submit(shard)
+        if shard.status == "submitted":
+            self.poll(shard)
+        self.lease.renew()
 
     def poll_delay(self, longest: float) -> float:
         """Seconds until the open shards should be looked at again: a tenth of the youngest one's age,

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from sqlalchemy import bindparam, select, update
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, defer
 
 from database.models import BatchJob, BatchLot, BatchResult
 from database.upsert import insert_ignore
@@ -64,6 +64,8 @@ class Stage:
         return getattr(BatchLot, f"{self.kind}_attempts")
 
     needs_api = True
+    # columns neither stage reads (loaded only if touched): a lot's findings are a few KB of JSON to decode
+    unread = (defer(BatchLot.findings), defer(BatchLot.missing_images), defer(BatchLot.error_message))
 
     def waiting(self):
         return (BatchLot.job_id == self.job.id) & (BatchLot.status == self.waiting_status)
@@ -78,7 +80,7 @@ class Stage:
     def apply(self, session: Session, outcomes: list[Outcome], shard: int | None) -> Usage:
         """Write a page of outcomes for lots that still wait for this stage (in ``shard`` when given)."""
         by_seq = {o.seq: o for o in outcomes}
-        query = select(BatchLot).where(self.waiting(), BatchLot.seq.in_(list(by_seq)))
+        query = select(BatchLot).options(*self.unread).where(self.waiting(), BatchLot.seq.in_(list(by_seq)))
         if shard is not None:
             query = query.where(self.shard_column == shard)
         usage = Usage()
