@@ -1,8 +1,8 @@
 #!/usr/bin/env python3
 """A 50,000-lot batch job from the POST to status ``completed``, through the sandbox's Batch API.
 
-Starts on 127.0.0.1: a scratch PostgreSQL database, the OpenAI sandbox with instant batches (every
-batch duration 0), the loopback image server and the service under gunicorn with its background
+Starts on 127.0.0.1: a scratch PostgreSQL database, the OpenAI sandbox with batches of a second
+(--batch-seconds), the loopback photo host (bench/photo_server.py) and the service under gunicorn with its background
 worker. Posts one signed job (each lot its own --photos URLs, languages en,de,fr -> 2 translated),
 polls /batch-status every --poll seconds and infers the time spent in each stage from
 ``processing_details.current_stage``; samples the VmRSS of every gunicorn worker process throughout.
@@ -49,9 +49,12 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--image-host-concurrency", type=int, default=256,
                         help="IMAGE_HOST_CONCURRENCY: every photo is on the one loopback image server, so the "
                              "per-host cap is the photo stage's width (256; the service default is 32)")
-    parser.add_argument("--image-server", choices=harness.IMAGE_SERVERS, default="aiohttp",
-                        help="the loopback photo host: aiohttp (one event loop, ~0.1 ms of CPU a request; default) "
+    parser.add_argument("--image-server", choices=harness.IMAGE_SERVERS, default="asyncio",
+                        help="the loopback photo host: asyncio (bench/photo_server.py, ~20 us of CPU a request; default) "
                              "or threaded (the test suite's server, a thread per connection, ~0.25 ms)")
+    parser.add_argument("--batch-seconds", type=float, default=1.0,
+                        help="how long each sandbox batch stays in_progress (1: batches of a second; 0: each ends "
+                             "the moment it is first looked at)")
     parser.add_argument("--target", type=float, default=120.0, help="seconds (120)")
     parser.add_argument("--db-name", default="genservice_bench_e2e", help="scratch database name; _<pid> is appended")
     parser.add_argument("--keep-logs", action="store_true")
@@ -89,7 +92,7 @@ def run_job(args, validate: bool, languages: list[str]) -> Run:
              "IMAGE_HOST_CONCURRENCY": str(args.image_host_concurrency)}
     if args.worker_poll_interval:
         extra["WORKER_POLL_INTERVAL"] = str(args.worker_poll_interval)
-    sandbox = SandboxOptions()  # every batch duration 0: instant batches
+    sandbox = SandboxOptions(batch_in_progress_seconds=args.batch_seconds)
     with harness.running_stack(args.db_name, sandbox, extra, server=args.server, workers=args.workers,
                                keep_logs=args.keep_logs, image_server=args.image_server) as stack:
         pids = stack.worker_pids()
@@ -187,7 +190,8 @@ def main(argv=None) -> int:
             runs.append(run_job(args, False, languages))
 
     print(f"Batch end to end: {args.lots:,} lots x {args.photos} photo URLs (every lot its own URLs, "
-          f"{args.lots * args.photos:,} distinct), languages {','.join(languages)}; sandbox batches instant; "
+          f"{args.lots * args.photos:,} distinct), languages {','.join(languages)}; sandbox batches in_progress for "
+          f"{args.batch_seconds:g} s; {args.image_server} photo host; "
           f"{args.server}" + (f" with {runs[0].workers} worker processes" if args.server == "gunicorn" else "")
           + " and the background worker on PostgreSQL; WORKER_POLL_INTERVAL="
           + (args.worker_poll_interval or "default") + f"; status polled every {args.poll:g} s (stage times are "
