@@ -126,16 +126,19 @@ def lot_counts(session: Session, job_id: str) -> dict[str, int]:
     return {status: count for status, count in rows}
 
 
-def processed_images(session: Session, job_id: str) -> int:
-    return int(session.scalar(select(func.coalesce(func.sum(BatchLot.processed_images), 0))
-                              .where(BatchLot.job_id == job_id)) or 0)
+def lot_counts_and_images(session: Session, job_id: str) -> tuple[dict[str, int], int]:
+    """``lot_counts`` and ``processed_images`` in one pass over the job's lots (the worker refreshes an
+    active job's counters after every page of work)."""
+    rows = session.execute(select(BatchLot.status, func.count(), func.coalesce(func.sum(BatchLot.processed_images), 0))
+                           .where(BatchLot.job_id == job_id).group_by(BatchLot.status)).all()
+    return {status: count for status, count, _ in rows}, sum(int(images) for *_, images in rows)
 
 
 def final_counters(session: Session, job_id: str) -> dict[str, Any]:
     """The counts an ended job keeps: every lot is completed or failed by then."""
-    counts = lot_counts(session, job_id)
+    counts, images = lot_counts_and_images(session, job_id)
     return {"processed_lots": counts.get("completed", 0), "failed_lots": counts.get("failed", 0),
-            "translated_lots": counts.get("completed", 0), "total_images_processed": processed_images(session, job_id),
+            "translated_lots": counts.get("completed", 0), "total_images_processed": images,
             "updated_at": utcnow()}
 
 

@@ -295,13 +295,13 @@ class JobRunner:
     # ---- counters ----------------------------------------------------------------------------
     def _counters(self, session, job: BatchJob) -> dict:
         """An active job's counters computed from its lots (the status endpoint only ever reads the job row)."""
-        counts = lifecycle.lot_counts(session, job.id)
+        counts, images = lifecycle.lot_counts_and_images(session, job.id)
         completed = counts.get("completed", 0)
         described = counts.get("described", 0)
         failed = counts.get("failed", 0)
         values = {"processed_lots": completed + described, "failed_lots": failed, "translated_lots": completed,
                   "images_checked_lots": job.total_lots - counts.get("pending", 0), "updated_at": utcnow()}
-        values["total_images_processed"] = lifecycle.processed_images(session, job.id)
+        values["total_images_processed"] = images
         inflight = session.scalar(select(func.coalesce(func.sum(OpenAIBatch.completed_count), 0)).where(
             OpenAIBatch.job_id == job.id, OpenAIBatch.kind == "vision", OpenAIBatch.status.in_(SHARD_OPEN))) or 0
         values["processed_lots"] = min(job.total_lots - failed, values["processed_lots"] + int(inflight))

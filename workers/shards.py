@@ -76,8 +76,7 @@ class ShardManager:
         last = -1
         while True:
             with self.db.session() as session:
-                lots = session.scalars(select(BatchLot).options(*self.stage.unread)
-                                       .where(self.stage.waiting(), condition, BatchLot.seq > last)
+                lots = session.execute(self.stage.lots_query().where(condition, BatchLot.seq > last)
                                        .order_by(BatchLot.seq).limit(PAGE)).all()
             if not lots:
                 return

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from sqlalchemy import bindparam, select, update
-from sqlalchemy.orm import Session, defer
+from sqlalchemy.orm import Session
 
 from database.models import BatchJob, BatchLot, BatchResult
 from database.upsert import insert_ignore
@@ -64,8 +64,16 @@ class Stage:
         return getattr(BatchLot, f"{self.kind}_attempts")
 
     needs_api = True
-    # columns neither stage reads (loaded only if touched): a lot's findings are a few KB of JSON to decode
-    unread = (defer(BatchLot.findings), defer(BatchLot.missing_images), defer(BatchLot.error_message))
+    # the lot columns a stage reads: its lots are read as plain rows of these (attribute access like a
+    # BatchLot), not as ORM objects, whose hydration of every column was most of the cost of reading them
+    reads = ("id", "seq", "additional_info", "image_urls", "usable_images", "description_en", "vision_attempts",
+             "translation_attempts", "input_tokens", "cached_input_tokens", "output_tokens", "reasoning_tokens",
+             "cost_usd")
+
+    def lots_query(self):
+        """Rows of the columns in ``reads`` for this job's lots waiting for this stage."""
+        table = BatchLot.__table__
+        return select(*(table.c[name] for name in self.reads)).where(self.waiting())
 
     def waiting(self):
         return (BatchLot.job_id == self.job.id) & (BatchLot.status == self.waiting_status)
@@ -80,13 +88,13 @@ class Stage:
     def apply(self, session: Session, outcomes: list[Outcome], shard: int | None) -> Usage:
         """Write a page of outcomes for lots that still wait for this stage (in ``shard`` when given)."""
         by_seq = {o.seq: o for o in outcomes}
-        query = select(BatchLot).options(*self.unread).where(self.waiting(), BatchLot.seq.in_(list(by_seq)))
+        query = self.lots_query().where(BatchLot.seq.in_(list(by_seq)))
         if shard is not None:
             query = query.where(self.shard_column == shard)
         usage = Usage()
         rows: list[dict] = []
         done: list[tuple[int, dict[str, Any]]] = []
-        for lot in session.scalars(query).all():
+        for lot in session.execute(query).all():
             outcome = by_seq[lot.seq]
             if outcome.body is not None:
                 try:
@@ -157,6 +165,9 @@ class TranslationStage(Stage):
     kind = "translation"
     waiting_status = "described"
     done_status = "completed"
+
+    reads = ("id", "seq", "description_en", "vision_attempts", "translation_attempts", "input_tokens",
+             "cached_input_tokens", "output_tokens", "reasoning_tokens", "cost_usd")
 
     @property
     def targets(self) -> list[str]:
