@@ -55,6 +55,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--batch-seconds", type=float, default=1.0,
                         help="how long each sandbox batch stays in_progress (1: batches of a second; 0: each ends "
                              "the moment it is first looked at)")
+    parser.add_argument("--env", action="append", default=[], metavar="NAME=VALUE",
+                        help="another setting for the service (repeatable), e.g. BATCH_SHARD_CONCURRENCY=2")
     parser.add_argument("--target", type=float, default=120.0, help="seconds (120)")
     parser.add_argument("--db-name", default="genservice_bench_e2e", help="scratch database name; _<pid> is appended")
     parser.add_argument("--keep-logs", action="store_true")
@@ -92,6 +94,9 @@ def run_job(args, validate: bool, languages: list[str]) -> Run:
              "IMAGE_HOST_CONCURRENCY": str(args.image_host_concurrency)}
     if args.worker_poll_interval:
         extra["WORKER_POLL_INTERVAL"] = str(args.worker_poll_interval)
+    for setting in args.env:
+        name, _, value = setting.partition("=")
+        extra[name.strip()] = value
     sandbox = SandboxOptions(batch_in_progress_seconds=args.batch_seconds)
     with harness.running_stack(args.db_name, sandbox, extra, server=args.server, workers=args.workers,
                                keep_logs=args.keep_logs, image_server=args.image_server) as stack:
