@@ -77,6 +77,45 @@ SIGNATURES = {
 }
 
 
+NOW = str(int(__import__("time").time()))
+GS2 = "GS2-HMAC-SHA256"
+AUTHORIZATIONS = {
+    "scheme only": GS2.encode(),
+    "empty credential": f"{GS2} Credential=, Timestamp={NOW}, Nonce=abcdefghijklmnop, Signature={HEX}".encode(),
+    "credential without key": f"{GS2} Credential=default, Timestamp={NOW}, Nonce=abcdefghijklmnop, "
+                              f"Signature={HEX}".encode(),
+    "unknown client": f"{GS2} Credential=nobody/sk_nothing, Timestamp={NOW}, Nonce=abcdefghijklmnop, "
+                      f"Signature={HEX}".encode(),
+    "no signature": f"{GS2} Credential=default/sk_x, Timestamp={NOW}, Nonce=abcdefghijklmnop".encode(),
+    "fields twice": f"{GS2} Credential=a/b, Credential=c/d, Timestamp={NOW}, Nonce=abcdefghijklmnop, "
+                    f"Signature={HEX}".encode(),
+    "timestamp 1e999": f"{GS2} Credential=a/b, Timestamp=1e999, Nonce=abcdefghijklmnop, Signature={HEX}".encode(),
+    "timestamp of 400 digits": f"{GS2} Credential=a/b, Timestamp={'9' * 400}, Nonce=abcdefghijklmnop, "
+                               f"Signature={HEX}".encode(),
+    "negative timestamp": f"{GS2} Credential=a/b, Timestamp=-5, Nonce=abcdefghijklmnop, Signature={HEX}".encode(),
+    "nonce too short": f"{GS2} Credential=a/b, Timestamp={NOW}, Nonce=abc, Signature={HEX}".encode(),
+    "nonce of 4,000 characters": f"{GS2} Credential=a/b, Timestamp={NOW}, Nonce={'n' * 4000}, "
+                                 f"Signature={HEX}".encode(),
+    "nonce with spaces and quotes": f'{GS2} Credential=a/b, Timestamp={NOW}, Nonce="abc def ghi jkl", '
+                                    f"Signature={HEX}".encode(),
+    "signature not hex": f"{GS2} Credential=a/b, Timestamp={NOW}, Nonce=abcdefghijklmnop, "
+                         f"Signature={'z' * 64}".encode(),
+    "non-ASCII credential (Latin-1)": f"{GS2} Credential=café/clé, Timestamp={NOW}, Nonce=abcdefghijklmnop, "
+                                      f"Signature={HEX}".encode("latin-1"),
+    "non-ASCII credential (UTF-8)": f"{GS2} Credential=café/clé, Timestamp={NOW}, Nonce=abcdefghijklmnop, "
+                                    f"Signature={HEX}".encode(),
+    "full-width digits": f"{GS2} Credential=a/b, Timestamp={'１' * 10}, Nonce=abcdefghijklmnop, "
+                         f"Signature={HEX}".encode(),
+    "commas only": f"{GS2} ,,,,,,".encode(),
+    "control characters": f"{GS2} Credential=a/b\x1b[2J, Timestamp={NOW}, Nonce=abcdefghijklmnop, "
+                          f"Signature={HEX}".encode(),
+    "lower-case scheme": f"gs2-hmac-sha256 Credential=a/b, Timestamp={NOW}, Nonce=abcdefghijklmnop, "
+                         f"Signature={HEX}".encode(),
+    "another scheme": b"Bearer sk-" + b"x" * 40,
+    "8,000 characters": f"{GS2} Credential=".encode() + b"a" * 8000,
+}
+
+
 def operations() -> list[tuple[str, str]]:
     document = build_document(Settings.from_env({"SHARED_KEY": TEST_KEY, "TESTING": "true", "OPENAI_SANDBOX": "true"}))
     found = []
@@ -162,6 +201,20 @@ def test_malformed_signatures_are_403_on_every_signed_route(hostile_live, name):
         status, kind, raw = send(hostile_live, method, path, body if method == "POST" else None, headers)
         answer = assert_json_error(status, kind, raw, f"{method} {path} {name}")
         assert status == 403 and answer["code"] == "INVALID_SIGNATURE", (method, path, status, answer)
+    assert_no_traceback(hostile_live)
+
+
+@pytest.mark.parametrize("name", list(AUTHORIZATIONS))
+def test_malformed_gs2_authorizations_are_refused_on_every_signed_route(hostile_live, name):
+    """A broken Authorization header is a 401 or 403 in the error shape, whatever its bytes: never a 5xx,
+    never a traceback, and never a request let through."""
+    lots = [lot("hostile-gs2", ["http://127.0.0.1:9/a.jpg"])]
+    body = json.dumps({"version": "1.0.0", "lots": lots}).encode()
+    for method, path in SIGNED_ROUTES:
+        headers = {"Authorization": AUTHORIZATIONS[name], "Content-Type": "application/json"}
+        status, kind, raw = send(hostile_live, method, path, body if method == "POST" else None, headers)
+        answer = assert_json_error(status, kind, raw, f"{method} {path} {name}")
+        assert status in (401, 403), (method, path, status, answer)
     assert_no_traceback(hostile_live)
 
 
