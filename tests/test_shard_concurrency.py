@@ -90,3 +90,29 @@ def test_sqlite_takes_its_shards_one_at_a_time(tmp_path):
     assert manager.concurrency == 1
     assert manager.advance() == "wait"
     db.dispose()
+
+
+def test_a_shard_is_uploaded_while_the_next_one_is_still_being_cut(pg_db):
+    """Cutting shard 1 cannot finish until shard 0's upload has begun: so the upload starts as soon as
+    shard 0 is recorded, not once every shard is cut (which would wait here for ever)."""
+    uploading = threading.Event()
+
+    class Gateway(SlowGateway):
+        def upload_batch_file(self, path: str, name: str) -> str:
+            uploading.set()
+            return f"file-{name}"
+
+    class WaitingStage(EchoStage):
+        def request_body(self, lot):
+            if lot.seq == 3 and not uploading.wait(10):
+                raise AssertionError("shard 1 was being cut and shard 0's upload had not started")
+            return super().request_body(lot)
+
+    job = job_with_lots(pg_db, 4)
+    with pg_db.session() as session:
+        assert leases.claim(session, BatchJob, BatchJob.id == job.id, BatchJob.id, 1, "worker-1", 30) == [job.id]
+    lease = Lease(pg_db, BatchJob, job.id, "worker-1", 30)
+    manager = ShardManager(pg_db, Gateway(parties=1), WaitingStage(None, job, 2), 2, 10**6, lease,
+                           lambda session, usage: None, concurrency=2)
+    assert manager.advance() == "wait"
+    assert shard_states(pg_db, job.id) == ["submitted", "submitted"]

@@ -96,9 +96,10 @@ class ShardManager:
                 self.stage.waiting(), self.stage.shard_column.is_(None))) or 0
 
     # ---- steps --------------------------------------------------------------------------------
-    def plan(self, full_only: bool = False) -> int:
+    def plan(self, full_only: bool = False, planned: Callable[[OpenAIBatch], None] = lambda shard: None) -> int:
         """Cut the waiting, unassigned lots into shards and assign them; returns shards created.
-        ``full_only`` leaves a last shard that is not full unassigned (more lots are still to come)."""
+        ``full_only`` leaves a last shard that is not full unassigned (more lots are still to come);
+        ``planned`` is handed each shard once it is recorded, so its upload can start while the next is cut."""
         cutter = ShardCutter(self.max_requests, self.max_bytes)
         created = 0
         first = last = None
@@ -110,7 +111,7 @@ class ShardManager:
             for lot in lots:
                 size = len(request_line(lot.seq, self.stage.request_body(lot)))
                 if not cutter.fits(size):
-                    self._assign(next_shard + created, first, last, cutter.count, attempt)
+                    planned(self._assign(next_shard + created, first, last, cutter.count, attempt))
                     created += 1
                     cutter.reset()
                     first = None
@@ -121,22 +122,23 @@ class ShardManager:
                 attempt = max(attempt, getattr(lot, self.stage.attempts_column.key))
                 cutter.add(size)
         if cutter.count and not full_only:
-            self._assign(next_shard + created, first, last, cutter.count, attempt)
+            planned(self._assign(next_shard + created, first, last, cutter.count, attempt))
             created += 1
-        if created:
-            self._crash_point("planned")
         return created
 
-    def _assign(self, shard: int, first: int, last: int, count: int, attempt: int) -> None:
+    def _assign(self, shard: int, first: int, last: int, count: int, attempt: int) -> OpenAIBatch:
+        row = OpenAIBatch(job_id=self.job.id, kind=self.stage.kind, shard=shard, attempt=attempt, status="building",
+                          request_count=count)
         with self.db.transaction() as session:
             self.lease.fence(session)
-            session.add(OpenAIBatch(job_id=self.job.id, kind=self.stage.kind, shard=shard, attempt=attempt,
-                                    status="building", request_count=count))
+            session.add(row)
             session.execute(update(BatchLot).where(self.stage.waiting(), self.stage.shard_column.is_(None),
                                                    BatchLot.seq.between(first, last))
                             .values({self.stage.shard_column.key: shard})
                             .execution_options(synchronize_session=False))
         log.info("job %s: %s shard %d planned with %d requests", self.job.id, self.stage.kind, shard, count)
+        self._crash_point("planned")  # a shard is recorded and nothing of it uploaded yet
+        return row
 
     def upload(self, shard: OpenAIBatch) -> None:
         fd, path = tempfile.mkstemp(prefix=f"genservice-{self.stage.kind}-", suffix=".jsonl")
@@ -280,21 +282,30 @@ class ShardManager:
 
         ``early``: the stage before is still running, so only full shards are cut from the lots ready so
         far; the rest wait for more lots (or for this stage's own turn)."""
-        if early:
-            if self.unassigned_waiting() >= self.max_requests:
-                self.plan(full_only=True)
-        elif self.unassigned_waiting():
-            self.plan()
-        shards = self.open_shards()
-        if self.concurrency > 1 and len(shards) > 1:
-            # each shard's step on a thread of its own: while OpenAI (or the database) works for one, this
-            # process builds or reads another; a failure in one is raised once all of them have returned
-            with ThreadPoolExecutor(max_workers=min(self.concurrency, len(shards)),
-                                    thread_name_prefix=f"{self.stage.kind}-shard") as pool:
-                for _ in pool.map(self._step, shards):
-                    pass
+        unassigned = self.unassigned_waiting()
+        wanted = unassigned >= self.max_requests if early else unassigned > 0
+        if self.concurrency > 1:
+            # each shard's step on a thread of its own, a shard's as soon as it is planned: while OpenAI
+            # (or the database) works for one, this process cuts, builds or reads another; a failure in
+            # one is raised once all of them have returned
+            with ThreadPoolExecutor(max_workers=self.concurrency, thread_name_prefix=f"{self.stage.kind}-shard") \
+                    as pool:
+                futures = {}
+
+                def start(shard: OpenAIBatch) -> None:
+                    futures[shard.id] = pool.submit(self._step, shard)
+
+                if wanted:
+                    self.plan(full_only=early, planned=start)
+                for shard in self.open_shards():
+                    if shard.id not in futures:
+                        start(shard)
+                for future in list(futures.values()):
+                    future.result()
         else:
-            for shard in shards:
+            if wanted:
+                self.plan(full_only=early)
+            for shard in self.open_shards():
                 self._step(shard)
                 if self.stage.refused:
                     break
