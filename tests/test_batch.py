@@ -215,3 +215,42 @@ def test_translation_batches_start_while_the_vision_stage_still_runs(make_live, 
     lots_out = api.results(job_id).json()["results"]["lots"]
     assert all([d["language"] for d in item["descriptions"]] == ["en", "de"] for item in lots_out)
 
+
+
+def test_vision_batches_start_while_photos_are_still_being_checked(make_live, image_server, sandbox, monkeypatch):
+    """Photos checked in pages of two, vision shards of two: the first pages' lots are sent to OpenAI while
+    the job is still in its photo stage; every lot is described and translated once."""
+    import threading
+
+    from sqlalchemy import func, select
+
+    from database.models import BatchJob, OpenAIBatch
+    from workers import jobs
+
+    monkeypatch.setattr(jobs, "IMAGE_PAGE", 2)
+    sandbox.configure(batch_in_progress_seconds=1)
+    live = make_live(BATCH_SHARD_MAX_REQUESTS=2)
+    db = live.app.extensions["genservice"].db
+    api = Api(live.url)
+    job_id = api.generate(_lots(image_server, 8), languages=["en", "de"]).json()["job_id"]
+    seen: set[tuple[str, int]] = set()
+    stop = threading.Event()
+
+    def watch() -> None:
+        while not stop.wait(0.02):
+            with db.session() as session:
+                stage = session.scalar(select(BatchJob.stage).where(BatchJob.id == job_id))
+                visions = session.scalar(select(func.count()).select_from(OpenAIBatch).where(
+                    OpenAIBatch.job_id == job_id, OpenAIBatch.kind == "vision"))
+            seen.add((stage, visions))
+
+    watcher = threading.Thread(target=watch, daemon=True)
+    watcher.start()
+    try:
+        status = api.wait_status(job_id, timeout=40)
+    finally:
+        stop.set()
+        watcher.join(5)
+    assert status["status"] == "completed", status
+    assert any(stage == "images" and visions > 0 for stage, visions in seen), sorted(seen)
+    assert sandbox.stats()["batch_lines_executed"] == 16

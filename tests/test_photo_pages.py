@@ -109,3 +109,36 @@ def test_a_helper_whose_page_was_taken_over_writes_nothing(make_app, image_serve
     finally:
         owner.close()
         helper.close()
+
+
+def test_the_owner_leaves_the_photos_to_helpers_while_it_has_lots_to_send(make_app, image_server, monkeypatch):
+    """While another process holds a page of the job's photos and the lots checked so far make a full
+    vision shard, the owner sends that shard rather than check photos itself; with nothing to send, or
+    nobody helping, it checks photos."""
+    monkeypatch.setattr(workers.jobs, "IMAGE_PAGE", 3)
+    a = make_app(WORKER_ENABLED=False, BATCH_SHARD_MAX_REQUESTS=2)
+    rt = a.extensions["genservice"]
+    lots = distinct_lots(image_server, 7, prefix=f"leave{uuid.uuid4().hex[:8]}", photos=1)
+    job_id = submit(a, lots)
+    owner = JobRunner(rt, "owner-a")
+    try:
+        assert owner.claim() == [job_id]
+        owner.hold(job_id)
+        owner.stage_queued(job_of(rt.db, job_id))
+        assert owner.stage_images(job_of(rt.db, job_id)) is None  # nothing to send yet: it checks a page
+        assert [lot.status for lot in lots_of(rt.db, job_id)] == ["ready"] * 3 + ["pending"] * 4
+        with rt.db.session() as session:  # a helper elsewhere is checking the next page
+            held = leases.claim(session, BatchLot, (BatchLot.job_id == job_id) & (BatchLot.status == "pending"),
+                                BatchLot.seq, 3, "helper-b", 30)
+        assert len(held) == 3
+        assert owner.stage_images(job_of(rt.db, job_id)) == PHOTO_WAIT_SECONDS
+        after = lots_of(rt.db, job_id)
+        assert [lot.vision_shard for lot in after[:2]] == [0, 0]  # a full shard of two went to OpenAI
+        assert (after[6].status, after[6].lease_owner) == ("pending", None)  # and no page was taken
+        with rt.db.session() as session:  # the helper went away: its page is free again
+            leases.release(session, BatchLot, held, "helper-b")
+        while job_of(rt.db, job_id).stage == "images":
+            owner.stage_images(job_of(rt.db, job_id))
+        assert not [lot for lot in lots_of(rt.db, job_id) if lot.status == "pending"]
+    finally:
+        owner.close()

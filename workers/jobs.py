@@ -150,9 +150,16 @@ class JobRunner:
                 session.execute(update(BatchLot).where(BatchLot.job_id == job.id, BatchLot.status == "pending")
                                 .values(status="ready", usable_images=BatchLot.image_urls, missing_images=[])
                                 .execution_options(synchronize_session=False))
-        elif self.check_photo_page(job.id, self.lease):
-            self._refresh(job)
-            return None
+        else:
+            ended, worked = self._paid_stages_ahead(job)
+            if ended is not None:
+                return ended
+            # while other processes check this job's photos, its owner sends the lots already checked to
+            # OpenAI rather than check photos too (its threads would only contend with its event loop),
+            # and checks a page only when OpenAI had nothing for it to do
+            if (not worked or not self._photos_helped(job.id)) and self.check_photo_page(job.id, self.lease):
+                self._refresh(job)
+                return None
         self._refresh(job)
         with self.db.session() as session:
             helped = session.scalar(select(func.count()).select_from(BatchLot).where(
@@ -162,6 +169,32 @@ class JobRunner:
             return PHOTO_WAIT_SECONDS
         self._move(lifecycle.move, job, JobStage.VISION)
         return None
+
+    def _paid_stages_ahead(self, job: BatchJob) -> tuple[float | None, bool]:
+        """While photos are still being checked, send the full vision shards of the lots already checked
+        (and the full translation shards of those already described). Returns (0.0 if the job ended
+        because OpenAI refused its requests, else None; whether there was any work to do)."""
+        if job.strategy == "direct":
+            return None, False
+        attempts = self.settings.batch_resubmit_attempts + 1
+        worked = False
+        for stage in (VisionStage(self.rt.ai, job, attempts), TranslationStage(self.rt.ai, job, attempts)):
+            if not stage.needs_api:
+                continue
+            shards = self._shards(job, stage)
+            if shards.advance(early=True) == "refused":
+                log.error("job %s: %s", job.id, stage.refused)
+                self.finish(job, JobStatus.FAILED, stage.refused)
+                return 0.0, True
+            worked = worked or shards.worked
+        return None, worked
+
+    def _photos_helped(self, job_id: str) -> bool:
+        """Whether another process holds a page of this job's photos right now."""
+        with self.db.session() as session:
+            return session.scalar(select(BatchLot.id).where(
+                BatchLot.job_id == job_id, BatchLot.status == "pending", BatchLot.lease_owner != self.owner,
+                BatchLot.lease_expires_at > utcnow()).limit(1)) is not None
 
     def check_photo_page(self, job_id: str, job_lease: leases.Lease | None = None) -> int:
         """Claim a page of the job's unchecked lots, check their photos and record the verdicts.

@@ -63,6 +63,8 @@ class ShardManager:
         self.add_usage = add_usage
         self.crash_after = crash_after
         self.renewing = renewing
+        # set once this manager planned, uploaded, submitted or collected anything (work for this process's CPU)
+        self.worked = False
         # SQLite has one writer: shards side by side would only queue for it (and time out waiting)
         self.concurrency = 1 if db.engine.dialect.name == "sqlite" else max(1, concurrency)
         stage.batch_api = True
@@ -137,6 +139,7 @@ class ShardManager:
                             .values({self.stage.shard_column.key: shard})
                             .execution_options(synchronize_session=False))
         log.info("job %s: %s shard %d planned with %d requests", self.job.id, self.stage.kind, shard, count)
+        self.worked = True
         self._crash_point("planned")  # a shard is recorded and nothing of it uploaded yet
         return row
 
@@ -321,10 +324,13 @@ class ShardManager:
             return
         if shard.status == "building":
             self.upload(shard)
+            self.worked = True
         if shard.status == "uploaded":
             self.submit(shard)
+            self.worked = True
         if shard.status == "submitted":
             self.poll(shard)
+            self.worked = self.worked or shard.status != "submitted"
         self.lease.renew()
 
     def poll_delay(self, longest: float) -> float:
