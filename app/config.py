@@ -210,6 +210,8 @@ class Settings(BaseSettings):
     batch_strategy: Strategy = env("BATCH_STRATEGY", "openai_batch", "`openai_batch`, `direct` or `auto`")
     direct_max_lots: int = env("DIRECT_MAX_LOTS", 20, "largest job `auto` runs with direct calls", ge=0)
     direct_concurrency: int = env("DIRECT_CONCURRENCY", 8, "concurrent calls of the direct strategy", ge=1, le=256)
+    # OpenAI's batch input file: up to 50,000 requests and 200 MB (API reference of POST /v1/batches, checked
+    # 2026-12-01); the enqueued-token limit is per model, so more and smaller batches do not change what fits
     batch_shard_max_requests: int = env("BATCH_SHARD_MAX_REQUESTS", 10_000, "lines per OpenAI batch file (OpenAI "
                                         "takes up to 50,000; smaller batches end sooner and are worked on side by "
                                         "side)", ge=1, le=50_000)
