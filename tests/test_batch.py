@@ -176,63 +176,14 @@ def test_batches_of_a_second_are_collected_within_seconds_whatever_the_poll_inte
     assert sandbox.stats()["batches_created"] == 2
 
 
-def test_translation_batches_start_while_the_vision_stage_still_runs(make_live, image_server, sandbox):
-    """Six lots in vision shards of two: once a shard's lots are described they make a full translation
-    shard, which is sent before the last vision batch has ended; every lot is still done exactly once."""
+def _stages_and_batches_while_it_runs(api: Api, db, job_id: str, kind: str) -> tuple[dict, set[tuple[str, int]]]:
+    """Wait for the job to end while sampling (its stage, its OpenAI batches of ``kind``) every 20 ms."""
     import threading
 
     from sqlalchemy import func, select
 
     from database.models import BatchJob, OpenAIBatch
 
-    sandbox.configure(batch_in_progress_seconds=1)
-    live = make_live(BATCH_SHARD_MAX_REQUESTS=2)
-    db = live.app.extensions["genservice"].db
-    api = Api(live.url)
-    job_id = api.generate(_lots(image_server, 6), languages=["en", "de"]).json()["job_id"]
-    seen: set[tuple[str, int]] = set()
-    stop = threading.Event()
-
-    def watch() -> None:
-        while not stop.wait(0.05):
-            with db.session() as session:
-                stage = session.scalar(select(BatchJob.stage).where(BatchJob.id == job_id))
-                translations = session.scalar(select(func.count()).select_from(OpenAIBatch).where(
-                    OpenAIBatch.job_id == job_id, OpenAIBatch.kind == "translation"))
-            seen.add((stage, translations))
-
-    watcher = threading.Thread(target=watch, daemon=True)
-    watcher.start()
-    try:
-        status = api.wait_status(job_id, timeout=40)
-    finally:
-        stop.set()
-        watcher.join(5)
-    assert status["status"] == "completed", status
-    assert any(stage == "vision" and translations > 0 for stage, translations in seen), sorted(seen)
-    stats = sandbox.stats()
-    assert stats["batch_lines_executed"] == 12  # 6 vision lines and 6 translation lines, none twice
-    lots_out = api.results(job_id).json()["results"]["lots"]
-    assert all([d["language"] for d in item["descriptions"]] == ["en", "de"] for item in lots_out)
-
-
-
-def test_vision_batches_start_while_photos_are_still_being_checked(make_live, image_server, sandbox, monkeypatch):
-    """Photos checked in pages of two, vision shards of two: the first pages' lots are sent to OpenAI while
-    the job is still in its photo stage; every lot is described and translated once."""
-    import threading
-
-    from sqlalchemy import func, select
-
-    from database.models import BatchJob, OpenAIBatch
-    from workers import jobs
-
-    monkeypatch.setattr(jobs, "IMAGE_PAGE", 2)
-    sandbox.configure(batch_in_progress_seconds=1)
-    live = make_live(BATCH_SHARD_MAX_REQUESTS=2)
-    db = live.app.extensions["genservice"].db
-    api = Api(live.url)
-    job_id = api.generate(_lots(image_server, 8), languages=["en", "de"]).json()["job_id"]
     seen: set[tuple[str, int]] = set()
     stop = threading.Event()
 
@@ -240,9 +191,9 @@ def test_vision_batches_start_while_photos_are_still_being_checked(make_live, im
         while not stop.wait(0.02):
             with db.session() as session:
                 stage = session.scalar(select(BatchJob.stage).where(BatchJob.id == job_id))
-                visions = session.scalar(select(func.count()).select_from(OpenAIBatch).where(
-                    OpenAIBatch.job_id == job_id, OpenAIBatch.kind == "vision"))
-            seen.add((stage, visions))
+                batches = session.scalar(select(func.count()).select_from(OpenAIBatch).where(
+                    OpenAIBatch.job_id == job_id, OpenAIBatch.kind == kind))
+            seen.add((stage, batches))
 
     watcher = threading.Thread(target=watch, daemon=True)
     watcher.start()
@@ -251,6 +202,36 @@ def test_vision_batches_start_while_photos_are_still_being_checked(make_live, im
     finally:
         stop.set()
         watcher.join(5)
+    return status, seen
+
+
+def test_translation_batches_start_while_the_vision_stage_still_runs(make_live, image_server, sandbox):
+    """Six lots in vision shards of two: once a shard's lots are described they make a full translation
+    shard, which is sent before the last vision batch has ended; every lot is still done exactly once."""
+    sandbox.configure(batch_in_progress_seconds=1)
+    live = make_live(BATCH_SHARD_MAX_REQUESTS=2)
+    api = Api(live.url)
+    job_id = api.generate(_lots(image_server, 6), languages=["en", "de"]).json()["job_id"]
+    status, seen = _stages_and_batches_while_it_runs(api, live.app.extensions["genservice"].db, job_id,
+                                                     "translation")
+    assert status["status"] == "completed", status
+    assert any(stage == "vision" and translations > 0 for stage, translations in seen), sorted(seen)
+    assert sandbox.stats()["batch_lines_executed"] == 12  # 6 vision lines and 6 translation lines, none twice
+    lots_out = api.results(job_id).json()["results"]["lots"]
+    assert all([d["language"] for d in item["descriptions"]] == ["en", "de"] for item in lots_out)
+
+
+def test_vision_batches_start_while_photos_are_still_being_checked(make_live, image_server, sandbox, monkeypatch):
+    """Photos checked in pages of two, vision shards of two: the first pages' lots are sent to OpenAI while
+    the job is still in its photo stage; every lot is described and translated once."""
+    from workers import jobs
+
+    monkeypatch.setattr(jobs, "IMAGE_PAGE", 2)
+    sandbox.configure(batch_in_progress_seconds=1)
+    live = make_live(BATCH_SHARD_MAX_REQUESTS=2)
+    api = Api(live.url)
+    job_id = api.generate(_lots(image_server, 8), languages=["en", "de"]).json()["job_id"]
+    status, seen = _stages_and_batches_while_it_runs(api, live.app.extensions["genservice"].db, job_id, "vision")
     assert status["status"] == "completed", status
     assert any(stage == "images" and visions > 0 for stage, visions in seen), sorted(seen)
     assert sandbox.stats()["batch_lines_executed"] == 16

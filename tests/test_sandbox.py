@@ -614,15 +614,21 @@ def test_standalone_module_serves_until_terminated():
         process.stdout.close()
 
 
+def ran_ahead(sandbox, batch_id: str, timeout: float = 10.0):
+    """The sandbox's record of a batch, once its lines have run ahead (or the timeout passed)."""
+    record = sandbox.state._batches[batch_id]
+    deadline = time.monotonic() + timeout
+    while record.prepared is None and time.monotonic() < deadline:
+        time.sleep(0.02)
+    return record
+
+
 def test_a_batch_runs_its_lines_ahead_and_shows_them_only_once_completed(client, sandbox):
     """As OpenAI works on a batch whether or not anyone asks, the sandbox runs a batch's lines on its own
     thread soon after it is created; its output is published only when the batch's clock says completed."""
     sandbox.configure(batch_in_progress_seconds=3)
     batch = submit(client, 200)
-    record = sandbox.state._batches[batch.id]
-    deadline = time.monotonic() + 10
-    while record.prepared is None and time.monotonic() < deadline:
-        time.sleep(0.02)
+    record = ran_ahead(sandbox, batch.id)
     running = client.batches.retrieve(batch.id)
     assert record.prepared is not None and running.status == "in_progress", running.status
     assert running.output_file_id is None and sandbox.stats()["batch_lines_executed"] == 0
@@ -636,11 +642,7 @@ def test_a_batch_runs_its_lines_ahead_and_shows_them_only_once_completed(client,
 def test_a_batch_cancelled_after_its_lines_ran_ahead_keeps_only_what_ran_before_the_cancel(client, sandbox):
     sandbox.configure(batch_in_progress_seconds=60)
     batch = submit(client, 50)
-    record = sandbox.state._batches[batch.id]
-    deadline = time.monotonic() + 10
-    while record.prepared is None and time.monotonic() < deadline:
-        time.sleep(0.02)
-    assert record.prepared is not None
+    assert ran_ahead(sandbox, batch.id).prepared is not None
     client.batches.cancel(batch.id)
     done = wait_settled(client, batch.id)
     assert done.status == "cancelled"

@@ -106,11 +106,18 @@ class ShardManager:
         created = 0
         first = last = None
         attempt = 0
+        # with full shards only, the lots past the last full one are not even read (they would be read,
+        # and their requests built, again and again while more lots arrive)
+        most = self.unassigned_waiting() // self.max_requests if full_only else None
         with self.db.session() as session:
             next_shard = session.scalar(select(func.coalesce(func.max(OpenAIBatch.shard), -1)).where(
                 OpenAIBatch.job_id == self.job.id, OpenAIBatch.kind == self.stage.kind)) + 1
         for lots in self._pages(self.stage.shard_column.is_(None)):
+            if most is not None and created >= most:
+                break
             for lot in lots:
+                if most is not None and created >= most:
+                    break
                 size = len(request_line(lot.seq, self.stage.request_body(lot)))
                 if not cutter.fits(size):
                     planned(self._assign(next_shard + created, first, last, cutter.count, attempt))
@@ -123,7 +130,7 @@ class ShardManager:
                 last = lot.seq
                 attempt = max(attempt, getattr(lot, self.stage.attempts_column.key))
                 cutter.add(size)
-        if cutter.count and not full_only:
+        if cutter.count and (not full_only or cutter.count >= self.max_requests):
             planned(self._assign(next_shard + created, first, last, cutter.count, attempt))
             created += 1
         return created

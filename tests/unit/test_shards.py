@@ -103,3 +103,25 @@ def test_open_shards_are_looked_at_again_after_a_tenth_of_the_youngest_ones_age(
     with db.transaction() as session:
         session.execute(update(OpenAIBatch).where(OpenAIBatch.job_id == job.id).values(status="collected"))
     assert manager.poll_delay(30.0) == 30.0  # nothing open: the interval
+
+
+def test_full_shards_only_leave_the_rest_unread_and_unassigned(db):
+    from tests.unit.conftest import EchoStage as Echo
+
+    read: list[int] = []
+
+    class Counting(Echo):
+        def request_body(self, lot):
+            read.append(lot.seq)
+            return super().request_body(lot)
+
+    for count, shards, assigned in ((5, 2, [0, 0, 1, 1, None]), (4, 2, [0, 0, 1, 1]), (1, 0, [None])):
+        job = job_with_lots(db, count)
+        with db.session() as session:
+            assert leases.claim(session, BatchJob, BatchJob.id == job.id, BatchJob.id, 1, "worker-1", 30) == [job.id]
+        lease = Lease(db, BatchJob, job.id, "worker-1", 30)
+        manager = ShardManager(db, None, Counting(None, job, 2), 2, 10**6, lease, lambda session, usage: None)
+        read.clear()
+        assert manager.plan(full_only=True) == shards
+        assert [lot.vision_shard for lot in lots_of(db, job.id)] == assigned
+        assert len(read) <= 2 * shards + 1  # the lots of the full shards and at most the one after them
