@@ -23,7 +23,6 @@ Three bounds hold for every check:
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import math
 import os
 import socket
@@ -44,8 +43,10 @@ _WAIT_GRACE = 0.5
 _READ_CHUNK = 64 * 1024
 
 
-@dataclass
+@dataclass(frozen=True, slots=True)
 class ImageCheck:
+    """One URL's verdict; immutable, so a URL given twice (in one lot or in several) shares it."""
+
     url: str
     ok: bool
     reason: str | None
@@ -83,7 +84,7 @@ class _Failed(Exception):
 
 @dataclass
 class _Reply:
-    url: str
+    url: URL
     status: int
     content_type: str | None
     size: int | None
@@ -353,14 +354,17 @@ class ImageChecker:
             return _failed(url, f"request failed ({type(exc).__name__})")
 
     async def _inspect(self, url: str) -> ImageCheck:
-        self._guard(url)
-        reply, hops = await self._follow("HEAD", url, hops=0)
+        reply, hops = await self._follow("HEAD", self._guard(url), hops=0)
         if _needs_get(reply):
             reply, hops = await self._follow("GET", reply.url, hops)
         return self._verdict(url, reply)
 
     def _guard(self, url: str) -> URL:
-        """The policy on the URL as both parsers read it: httpx's (the policy's own) and yarl's (aiohttp's)."""
+        """The policy on the URL as both parsers read it: httpx's (the policy's own) and yarl's (aiohttp's).
+
+        The yarl URL returned is what the request is made with, so aiohttp connects to the host checked
+        here and does not parse the URL a second time.
+        """
         self.policy.check_url(url)
         try:
             parsed = URL(url)
@@ -371,19 +375,18 @@ class ImageChecker:
         self.policy.check_host(parsed.raw_host)
         return parsed
 
-    async def _follow(self, method: str, url: str, hops: int) -> tuple[_Reply, int]:
-        """Request ``url``, following redirects by hand so every hop is checked."""
+    async def _follow(self, method: str, url: URL, hops: int) -> tuple[_Reply, int]:
+        """Request ``url`` (checked by :meth:`_guard`), following redirects by hand so every hop is checked."""
         while True:
             reply = await self._request(method, url)
             if reply.status not in REDIRECT_STATUSES:
                 return reply, hops
             if hops >= self.max_redirects:
                 raise _Failed("too many redirects", reply.status)
-            url = _redirect_target(reply)
-            self._guard(url)
+            url = self._guard(_redirect_target(reply))
             hops += 1
 
-    async def _request(self, method: str, url: str) -> _Reply:
+    async def _request(self, method: str, url: URL) -> _Reply:
         async with self._session.request(method, url, allow_redirects=False) as response:
             reply = _Reply(
                 url=url,
@@ -435,7 +438,7 @@ def _redirect_target(reply: _Reply) -> str:
     if not reply.location:
         raise _Failed("redirect without location", reply.status)
     try:
-        return str(URL(reply.url).join(URL(reply.location)))
+        return str(reply.url.join(URL(reply.location)))
     except (ValueError, TypeError):
         raise _Failed("invalid redirect location", reply.status) from None
 
@@ -489,8 +492,8 @@ def _failed(url: str, reason: str, status_code: int | None = None) -> ImageCheck
 
 
 def _result(urls: Sequence[str], checks: dict[str, ImageCheck]) -> ImageCheckResult:
-    """Expand per-distinct-URL checks back to the input order (repeats get their own copy)."""
-    ordered = [dataclasses.replace(checks[url]) if url in checks else _failed(url, "timeout") for url in urls]
+    """Expand per-distinct-URL checks back to the input order (repeats share their verdict)."""
+    ordered = [checks.get(url) or _failed(url, "timeout") for url in urls]
     return ImageCheckResult(
         valid_urls=[c.url for c in ordered if c.ok],
         missing_urls=[c.url for c in ordered if not c.ok],

@@ -41,6 +41,17 @@ ALLOWED_SCHEMES = ("http", "https")
 VERDICT_CACHE = 4096  # host verdicts an OutboundPolicy remembers
 _DEFAULT_PORTS = {"http": 80, "https": 443}
 
+# A URL spelt plainly (http or https, a lower-case ASCII host of DNS labels, a port without leading
+# zeros, then only RFC 3986 characters, within PLAIN_URL_MAX characters) reads alike to httpx, yarl and
+# urlsplit: the host is what the label pattern matched, and nothing after it can move the authority.
+# Its verdict is therefore that of its (scheme, host, port), whatever its path and query, and
+# check_url remembers it instead of running httpx's parser for each of a page's 5,000 photos on one
+# host. Anything else (userinfo, brackets, upper case, IDNA, spaces, a trailing dot) takes the full check.
+_LABEL = r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?"
+_PLAIN_URL = re.compile(rf"(https?)://((?:{_LABEL}\.)*{_LABEL})(?::([1-9][0-9]{{0,4}}))?"
+                        r"(?:[/?#][A-Za-z0-9\-._~:/?#@!$&'()*+,;=%]*)?", re.ASCII)
+PLAIN_URL_MAX = 4096
+
 _LEGACY_IPV4 = re.compile(r"^(0x[0-9a-f]*|[0-9]+)(\.(0x[0-9a-f]*|[0-9]+)){0,3}$")
 _HOST_NAME = re.compile(r"^(?=.{1,253}$)[a-z0-9_-]+(\.[a-z0-9_-]+)*$")
 
@@ -187,6 +198,9 @@ class OutboundPolicy:
     # neither does a verdict, and a page of 5,000 photos on one CDN spells the same host 5,000 times
     _verdicts: dict[str, tuple[str, IPAddress | None] | BlockedURL] = field(
         init=False, repr=False, compare=False, default_factory=dict)
+    # (scheme, host, port) of a plainly spelt URL -> the ParsedTarget fields check_url found for it
+    _targets: dict[tuple[str, str, str | None], tuple[str, str, int, IPAddress | None]] = field(
+        init=False, repr=False, compare=False, default_factory=dict)
 
     def __post_init__(self) -> None:
         entries = tuple(self.allowed_hosts)
@@ -205,7 +219,24 @@ class OutboundPolicy:
         object.__setattr__(self, "_networks", tuple(networks))
 
     def check_url(self, url: str) -> ParsedTarget:
-        """Validate ``url`` without any network access; raise BlockedURL if refused."""
+        """Validate ``url`` without any network access; raise BlockedURL if refused.
+
+        A plainly spelt URL (see ``_PLAIN_URL``) whose scheme, host and port passed before passes
+        again without a parse; refusals are always checked afresh.
+        """
+        plain = _PLAIN_URL.fullmatch(url) if isinstance(url, str) and len(url) <= PLAIN_URL_MAX else None
+        if plain is None:
+            return self._check_url(url)
+        key = plain.group(1, 2, 3)
+        fields = self._targets.get(key)
+        if fields is None:
+            target = self._check_url(url)
+            if len(self._targets) >= VERDICT_CACHE:
+                self._targets.clear()
+            fields = self._targets[key] = (target.scheme, target.host, target.port, target.ip)
+        return ParsedTarget(url, *fields)
+
+    def _check_url(self, url: str) -> ParsedTarget:
         parsed = _parse_url(url)
         scheme = parsed.scheme
         if scheme not in ALLOWED_SCHEMES:
@@ -336,6 +367,15 @@ def destination(url: str) -> str:
     Concurrency caps are counted per destination, so ``?n=1`` .. ``?n=32`` (or any other
     spelling of path, query and case) on one host share one cap.
     """
+    plain = _PLAIN_URL.fullmatch(url) if len(url) <= PLAIN_URL_MAX else None
+    if plain is not None:
+        scheme, host, port = plain.group(1, 2, 3)
+        if port is None or int(port) <= 65535:
+            return f"{scheme}://{host}:{port or _DEFAULT_PORTS[scheme]}"
+    return _split_destination(url)
+
+
+def _split_destination(url: str) -> str:
     try:
         parts = urlsplit(url)
         scheme = parts.scheme.lower()
