@@ -137,17 +137,20 @@ def test_a_sync_request_that_fails_after_a_paid_answer_still_counts_its_dollars(
     assert after["basis"].startswith("configured default")  # but no lot was completed
 
 
-def test_jobs_accepted_at_the_same_moment_cannot_both_pass_the_budget(pg_database_url, sandbox, image_server,
-                                                                       tmp_path):
+@pytest.mark.parametrize("backend", ["postgresql", "sqlite"])
+def test_jobs_accepted_at_the_same_moment_cannot_both_pass_the_budget(backend, pg_database_url, sandbox,
+                                                                       image_server, tmp_path):
     """Each of two jobs fits the budget alone, both together do not: one is accepted and one refused. Once the
-    first is accepted its estimate is reserved, so later pairs are both refused. (PostgreSQL: the accept lock.)"""
+    first is accepted its estimate is reserved, so later pairs are both refused. (PostgreSQL: the accept lock;
+    SQLite: every write transaction takes the database's write lock at BEGIN, so accepts queue behind it.)"""
     import threading
 
     from app import create_app
     from tests.conftest import base_config
     from tests.support.live import LiveServer
 
-    config = {**base_config(pg_database_url, sandbox.url, tmp_path), "MAX_DAILY_COST_USD": "0.05",
+    url = pg_database_url if backend == "postgresql" else f"sqlite:///{tmp_path / 'race.db'}"
+    config = {**base_config(url, sandbox.url, tmp_path), "MAX_DAILY_COST_USD": "0.05",
               "COST_ESTIMATE_PER_LOT_USD": "0.01", "WORKER_ENABLED": "false"}
     app = create_app(config)
     server = LiveServer(app).start()
