@@ -183,11 +183,15 @@ class JobRunner:
                 continue
             shards = self._shards(job, stage)
             if shards.advance(early=True) == "refused":
-                log.error("job %s: %s", job.id, stage.refused)
-                self.finish(job, JobStatus.FAILED, stage.refused)
+                self._fail_refused(job, stage)
                 return 0.0, True
             worked = worked or shards.worked
         return None, worked
+
+    def _fail_refused(self, job: BatchJob, stage: Stage) -> None:
+        """OpenAI refused ``stage``'s requests as configured: every other lot would be refused (and billed) too."""
+        log.error("job %s: %s", job.id, stage.refused)
+        self.finish(job, JobStatus.FAILED, stage.refused)
 
     def _photos_helped(self, job_id: str) -> bool:
         """Whether another process holds a page of this job's photos right now."""
@@ -272,9 +276,7 @@ class JobRunner:
                 stage, state = following, "refused"
         self._refresh(job)
         if state == "refused":
-            # OpenAI refused the requests as configured: every other lot would be refused (and billed) too
-            log.error("job %s: %s", job.id, stage.refused)
-            self.finish(job, JobStatus.FAILED, stage.refused)
+            self._fail_refused(job, stage)
             return 0.0
         if state == "done":
             self._move(lifecycle.move, job, *lifecycle.after(JobStage(job.stage), job.languages))
