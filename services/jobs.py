@@ -12,7 +12,7 @@ from typing import Any
 from sqlalchemy import bindparam, func, select, text
 from sqlalchemy.orm import Session
 
-from database import Database, lot_pages
+from database import Database, lot_pages, notify
 from database.models import SNAPSHOT_COLUMNS, AnyJob, BatchJob, JobSnapshot
 from services import costs, lifecycle
 from services.clients import ClientLimits
@@ -109,6 +109,7 @@ def create_job(db: Database, req: GenerateRequest, settings, metrics=None, clien
         session.add(job)
         session.flush()
         _insert_lots(session, job.id, req)
+        notify.announce(session)  # any idle process may take the job up, not only this one
     if metrics is not None:
         metrics.requests.labels(mode="batch").inc()
         metrics.jobs.labels(status=JobStatus.PENDING).inc()

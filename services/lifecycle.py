@@ -24,7 +24,7 @@ from typing import Any, Callable
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
-from database import lot_pages
+from database import lot_pages, notify
 from database.models import AnyJob, BatchJob, BatchLot
 from services import costs
 from services.clock import utcnow
@@ -173,6 +173,7 @@ def start(session: Session, job_id: str, owner: str) -> bool:
     if not move(session, job_id, owner, Stage.IMAGES, JobStatus.PROCESSING, started_at=utcnow()):
         return False
     lot_pages.expand(session, job_id)
+    notify.announce(session)  # its photo pages are there for every process to take
     return True
 
 

@@ -142,3 +142,39 @@ def test_the_owner_leaves_the_photos_to_helpers_while_it_has_lots_to_send(make_a
         assert not [lot for lot in lots_of(rt.db, job_id) if lot.status == "pending"]
     finally:
         owner.close()
+
+
+def test_an_idle_process_joins_a_photo_stage_at_once_whatever_its_poll_interval(
+        pg_database_url, sandbox, image_server, tmp_path, monkeypatch):
+    """Two processes with their workers, both sleeping out a 30 s poll: the job's start wakes the one
+    that does not hold it (a PostgreSQL notification), and it takes pages of the job's photos within a
+    second or so. Before, it joined only at its next poll, and the owner checked the photos alone."""
+    import time
+
+    from app import create_app
+    from tests.conftest import base_config
+    from tests.support.client import lot
+
+    monkeypatch.setattr(workers.jobs, "IMAGE_PAGE", 2)
+    config = {**base_config(pg_database_url, sandbox.url, tmp_path), "WORKER_POLL_INTERVAL": "30"}
+    a, b = create_app(config), create_app(config)
+    rt_a, rt_b = a.extensions["genservice"], b.extensions["genservice"]
+    try:
+        assert rt_b.worker is not None and rt_b.worker.alive
+        time.sleep(1.5)  # both job loops have looked for work, found none and gone to sleep
+        prefix = uuid.uuid4().hex[:8]
+        # each photo answers after 0.3 s: one process alone needs about 4.5 s for the 15 pages
+        job_id = submit(a, [lot(f"{prefix}-{i}", [image_server.url(f"/slow/0.3/{prefix}-{i}.jpg")])
+                            for i in range(30)])
+        started = time.monotonic()
+        helped_after = None
+        while time.monotonic() - started < 10 and helped_after is None:
+            with rt_a.db.session() as session:
+                if session.scalar(select(BatchLot.id).where(BatchLot.job_id == job_id,
+                                                            BatchLot.lease_owner == rt_b.instance_id).limit(1)):
+                    helped_after = time.monotonic() - started
+            time.sleep(0.05)
+        assert helped_after is not None and helped_after < 3.0, helped_after
+    finally:
+        rt_a.close()
+        rt_b.close()

@@ -1,8 +1,9 @@
 """The background worker of one process: a job thread and a webhook thread, both daemons.
 
-Each is woken at once by work created in this process (``wake()``), otherwise when the next
-piece of recorded work falls due, and at the latest every WORKER_POLL_INTERVAL seconds, which
-is how work created by other processes is found. Everything it does is claimed through the
+Each is woken at once by work created in this process (``wake()``) and, on PostgreSQL, by work
+other processes announce (a new job, a photo stage to share: database/notify.py), otherwise when
+the next piece of recorded work falls due, and at the latest every WORKER_POLL_INTERVAL seconds,
+which is how work created by other processes is found on SQLite or when a notification was lost. Everything it does is claimed through the
 database, so any number of processes can run one.
 """
 from __future__ import annotations
@@ -16,6 +17,7 @@ from datetime import timedelta
 
 from sqlalchemy import func, select, update
 
+from database import notify
 from database.models import BatchJob, WorkerHeartbeat
 from services import lifecycle
 from services.clock import utcnow
@@ -53,6 +55,9 @@ class Worker:
             thread = threading.Thread(target=target, name=name, daemon=True)
             thread.start()
             self._threads.append(thread)
+        if notify.supported(self.rt.db.engine):
+            # work announced by other processes (a new job, a photo stage to share) wakes the job loop at once
+            self._threads.append(notify.Listener(self.rt.db.engine, self._job_wake.set, self._stop).start())
         log.info("Background worker started (%s)", self.owner)
 
     def wake(self) -> None:
