@@ -240,7 +240,8 @@ class Settings(BaseSettings):
     # worker
     worker_enabled: Flag = env("WORKER_ENABLED", True, "run the background worker in this process")
     worker_poll_interval: float = env("WORKER_POLL_INTERVAL", 30.0, "seconds between looks for work made elsewhere "
-                                      "(own work wakes it at once); an open OpenAI batch is looked at after a tenth "
+                                      "(own work, and on PostgreSQL a job accepted or starting its photo stage in "
+                                      "any process, wakes it at once); an open OpenAI batch is looked at after a tenth "
                                       "of its age, at least 1 s and at most this", ge=0.05)
     worker_lease_seconds: float = env("WORKER_LEASE_SECONDS", 30.0, "lease on a job; renewed while it is worked on",
                                       ge=1.0)
