@@ -19,7 +19,8 @@ from sqlalchemy.orm import Session
 log = logging.getLogger(__name__)
 
 CHANNEL = "genservice_work"
-WAIT_SECONDS = 1.0  # how often the listener looks up from its connection to see whether it must stop
+WAIT_SECONDS = 0.1  # how often the listener looks up from its connection to see whether it must stop (a
+# process closing waits for it: at 1 s, every shutdown, and every test app, took 0.7 s longer)
 RECONNECT_SECONDS = 2.0
 
 
