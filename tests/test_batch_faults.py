@@ -248,6 +248,8 @@ def test_job_failed_by_the_watchdog_ends_with_its_final_counts_in_the_same_commi
 
     assert status["status"] == "failed"
     assert (status["progress"]["processed_lots"], status["progress"]["failed_lots"]) == (0, 3)
+    # the snapshot is taken by the committing thread just after its commit, which this thread may see first
+    wait_until(lambda: seen_at_commit, 10, "the reader's snapshot at the ending's commit")
     assert seen_at_commit == [("failed", 0, 3)]
 
 
