@@ -45,7 +45,6 @@ class Listener:
         self.engine = engine
         self.on_notice = on_notice
         self.stop = stop
-        self.connected = threading.Event()
 
     def start(self) -> threading.Thread:
         thread = threading.Thread(target=self._run, name="genservice-listen", daemon=True)
@@ -58,7 +57,6 @@ class Listener:
                 self._listen()
             except Exception as exc:  # the database restarted or the connection broke: listen again shortly
                 log.warning("work notifications: %s; listening again in %.0f s", type(exc).__name__, RECONNECT_SECONDS)
-            self.connected.clear()
             self.stop.wait(RECONNECT_SECONDS)
 
     def _listen(self) -> None:
@@ -66,7 +64,6 @@ class Listener:
         try:
             connection.exec_driver_sql(f"LISTEN {CHANNEL}")
             raw = connection.connection.driver_connection
-            self.connected.set()
             self.on_notice()
             while not self.stop.is_set():
                 for _ in raw.notifies(timeout=WAIT_SECONDS):

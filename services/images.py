@@ -242,7 +242,7 @@ class ImageChecker:
         return self.timeout
 
     def check_one(self, url: str) -> ImageCheck:
-        return _result([url], self._run(lambda: self._check_distinct(_by_destination([url]), self.budget), self.budget)).checks[0]
+        return self.check_many([url]).checks[0]
 
     def check_many(self, urls: Sequence[str]) -> ImageCheckResult:
         """Check ``urls`` concurrently; the call returns within about one ``budget``."""

@@ -52,6 +52,11 @@ _PLAIN_URL = re.compile(rf"(https?)://((?:{_LABEL}\.)*{_LABEL})(?::([1-9][0-9]{{
                         r"(?:[/?#][A-Za-z0-9\-._~:/?#@!$&'()*+,;=%]*)?", re.ASCII)
 PLAIN_URL_MAX = 4096
 
+
+def _plain(url: str) -> re.Match | None:
+    """The (scheme, host, port) groups of a plainly spelt URL, or None for any other spelling."""
+    return _PLAIN_URL.fullmatch(url) if isinstance(url, str) and len(url) <= PLAIN_URL_MAX else None
+
 _LEGACY_IPV4 = re.compile(r"^(0x[0-9a-f]*|[0-9]+)(\.(0x[0-9a-f]*|[0-9]+)){0,3}$")
 _HOST_NAME = re.compile(r"^(?=.{1,253}$)[a-z0-9_-]+(\.[a-z0-9_-]+)*$")
 
@@ -224,7 +229,7 @@ class OutboundPolicy:
         A plainly spelt URL (see ``_PLAIN_URL``) whose scheme, host and port passed before passes
         again without a parse; refusals are always checked afresh.
         """
-        plain = _PLAIN_URL.fullmatch(url) if isinstance(url, str) and len(url) <= PLAIN_URL_MAX else None
+        plain = _plain(url)
         if plain is None:
             return self._check_url(url)
         key = plain.group(1, 2, 3)
@@ -367,7 +372,7 @@ def destination(url: str) -> str:
     Concurrency caps are counted per destination, so ``?n=1`` .. ``?n=32`` (or any other
     spelling of path, query and case) on one host share one cap.
     """
-    plain = _PLAIN_URL.fullmatch(url) if len(url) <= PLAIN_URL_MAX else None
+    plain = _plain(url)
     if plain is not None:
         scheme, host, port = plain.group(1, 2, 3)
         if port is None or int(port) <= 65535:

@@ -3,8 +3,8 @@
 Each is woken at once by work created in this process (``wake()``) and, on PostgreSQL, by work
 other processes announce (a new job, a photo stage to share: database/notify.py), otherwise when
 the next piece of recorded work falls due, and at the latest every WORKER_POLL_INTERVAL seconds,
-which is how work created by other processes is found on SQLite or when a notification was lost. Everything it does is claimed through the
-database, so any number of processes can run one.
+which is how work created by other processes is found on SQLite or when a notification was lost.
+Everything it does is claimed through the database, so any number of processes can run one.
 """
 from __future__ import annotations
 

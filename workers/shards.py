@@ -98,17 +98,21 @@ class ShardManager:
                 self.stage.waiting(), self.stage.shard_column.is_(None))) or 0
 
     # ---- steps --------------------------------------------------------------------------------
-    def plan(self, full_only: bool = False, planned: Callable[[OpenAIBatch], None] = lambda shard: None) -> int:
+    def plan(self, full_only: bool = False, planned: Callable[[OpenAIBatch], None] = lambda shard: None,
+             unassigned: int | None = None) -> int:
         """Cut the waiting, unassigned lots into shards and assign them; returns shards created.
         ``full_only`` leaves a last shard that is not full unassigned (more lots are still to come);
-        ``planned`` is handed each shard once it is recorded, so its upload can start while the next is cut."""
+        ``planned`` is handed each shard once it is recorded, so its upload can start while the next is cut;
+        ``unassigned`` is the caller's count of waiting, unassigned lots, if it has one."""
         cutter = ShardCutter(self.max_requests, self.max_bytes)
         created = 0
         first = last = None
         attempt = 0
         # with full shards only, the lots past the last full one are not even read (they would be read,
         # and their requests built, again and again while more lots arrive)
-        most = self.unassigned_waiting() // self.max_requests if full_only else None
+        if full_only and unassigned is None:
+            unassigned = self.unassigned_waiting()
+        most = unassigned // self.max_requests if full_only else None
         with self.db.session() as session:
             next_shard = session.scalar(select(func.coalesce(func.max(OpenAIBatch.shard), -1)).where(
                 OpenAIBatch.job_id == self.job.id, OpenAIBatch.kind == self.stage.kind)) + 1
@@ -306,7 +310,7 @@ class ShardManager:
                     futures[shard.id] = pool.submit(self._step, shard)
 
                 if wanted:
-                    self.plan(full_only=early, planned=start)
+                    self.plan(full_only=early, planned=start, unassigned=unassigned)
                 for shard in self.open_shards():
                     if shard.id not in futures:
                         start(shard)
@@ -314,7 +318,7 @@ class ShardManager:
                     future.result()
         else:
             if wanted:
-                self.plan(full_only=early)
+                self.plan(full_only=early, unassigned=unassigned)
             for shard in self.open_shards():
                 self._step(shard)
                 if self.stage.refused:
