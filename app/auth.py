@@ -85,7 +85,8 @@ def require_lots_signature(body: dict, lots: list) -> ClientIdentity:
         signature = request.headers.get("X-Signature")
     require_shape(signature)  # before the lots are serialized
     try:
-        message = signing.canonical_lots(lots)
+        # the body parser says whether any float came in (app/jsonbody.py); a body from elsewhere may hold one
+        message = signing.canonical_lots(lots, floats=getattr(body, "has_floats", True))
     except (RecursionError, ValueError):
         # nesting the parser accepted but the encoder cannot repeat; such lots can never be valid
         raise invalid() from None

@@ -19,7 +19,9 @@ Here the body is taken apart in steps, each proportional to its size and cheap w
 
 Nesting is bounded by the interpreter's recursion limit inside the scanner; past it is a 400, not a
 crash. The result is the same dict ``json.loads`` gives for every body it accepts (duplicate keys: the
-last wins).
+last wins), as a ``JsonObject`` that also says whether the body held any number that is not an integer
+(a fraction, an exponent, NaN or Infinity): a body without one can be written out again by a faster
+encoder byte for byte (services/signing.canonical_lots).
 """
 from __future__ import annotations
 
@@ -41,6 +43,32 @@ _AFTER_ITEM = re.compile(r"[ \t\n\r]*(?:(,)[ \t\n\r]*|(\]))")
 _STRING = re.compile(rb'"(?:[^"\\]++|\\.)*+"', re.S)
 
 TooMany = Callable[[str, int, int], ServiceError]
+_CONSTANTS = {"NaN": float("nan"), "Infinity": float("inf"), "-Infinity": float("-inf")}
+
+
+class JsonObject(dict):
+    """A parsed body; ``has_floats`` is True when any number in it was not an integer."""
+
+    __slots__ = ("has_floats",)
+
+    def __init__(self, *args, has_floats: bool = True, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.has_floats = has_floats
+
+
+class _Numbers:
+    """The parser's hooks for non-integer numbers: called only for those, so an all-integer body pays nothing."""
+
+    def __init__(self):
+        self.floats = False
+
+    def float(self, text: str) -> float:
+        self.floats = True
+        return float(text)
+
+    def constant(self, name: str) -> float:
+        self.floats = True
+        return _CONSTANTS[name]
 
 
 def invalid_json(message: str = "Request body must be valid JSON") -> ServiceError:
@@ -65,7 +93,7 @@ def count_containers(raw: bytes, budget: int) -> int:
 
 
 def load_object(raw: bytes, *, array_limits: dict[str, int], default_array_limit: int,
-                too_many: dict[str, TooMany] | None = None) -> dict[str, Any]:
+                too_many: dict[str, TooMany] | None = None) -> JsonObject:
     """The body as a JSON object, with every top-level array held to its limit (4xx past it).
 
     ``too_many[key](key, limit, counted)`` makes the error for an array over its limit; ``counted`` is
@@ -81,24 +109,29 @@ def load_object(raw: bytes, *, array_limits: dict[str, int], default_array_limit
     except UnicodeDecodeError as exc:
         raise invalid_json(f"Request body must be UTF-8 encoded JSON (invalid byte at {exc.start})") from None
     largest = max([default_array_limit, *array_limits.values()])
+    numbers = _Numbers()
     try:
         if containers <= FAST_CONTAINERS_PER_ITEM * (largest + 1):
-            return _whole(text, array_limits, default_array_limit, too_many)
-        # a scanner per call: its key memo is not meant to be shared between threads
-        return _object(text, make_scanner(json.JSONDecoder()), array_limits, default_array_limit, too_many)
+            body = _whole(text, numbers, array_limits, default_array_limit, too_many)
+        else:
+            # a scanner per call: its key memo is not meant to be shared between threads
+            scan = make_scanner(json.JSONDecoder(parse_float=numbers.float, parse_constant=numbers.constant))
+            body = _object(text, scan, array_limits, default_array_limit, too_many)
     except RecursionError:
         raise invalid_json("Request body is nested too deeply") from None
     except StopIteration as stop:
         raise invalid_json(f"Request body must be valid JSON (error at character {stop.value})") from None
     except json.JSONDecodeError as exc:
         raise invalid_json(f"Request body must be valid JSON ({exc.msg} at character {exc.pos})") from None
+    return JsonObject(body, has_floats=numbers.floats)
 
 
-def _whole(text: str, array_limits: dict[str, int], default_limit: int, too_many: dict[str, TooMany]) -> dict:
+def _whole(text: str, numbers: _Numbers, array_limits: dict[str, int], default_limit: int,
+           too_many: dict[str, TooMany]) -> dict:
     start = _skip(text, 0)
     if text[start:start + 1] != "{":
         raise invalid_json("Request body must be a JSON object")
-    body = json.loads(text)
+    body = json.loads(text, parse_float=numbers.float, parse_constant=numbers.constant)
     for key, value in body.items():
         if type(value) is list:
             limit = array_limits.get(key, default_limit)

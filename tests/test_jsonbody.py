@@ -77,3 +77,15 @@ def test_both_parse_paths_hold_the_limit():
         assert caught.value.status == 413 and caught.value.details == {"provided_lots": counted}
     assert load_object(few, array_limits={"lots": 12}, default_array_limit=12) == json.loads(few)
     assert load_object(many, array_limits={"lots": 12}, default_array_limit=12) == json.loads(many)
+
+
+@pytest.mark.parametrize("raw, floats", [
+    (b'{"lots":[{"n":1,"m":-20,"s":"1.5e3"}]}', False),
+    (b'{"lots":[{"n":1.0}]}', True), (b'{"x":2e3}', True), (b'{"x":[NaN]}', True), (b'{"x":-Infinity}', True),
+])
+def test_the_parsed_body_says_whether_a_number_was_not_an_integer(raw, floats):
+    # as is: one json.loads call; padded with more containers than an array limit of 1 allows for: the walk
+    padded = raw[:-1] + b',"pad":{' + b",".join(b'"%d":{}' % i for i in range(40)) + b"}}"
+    for body_raw in (raw, padded):
+        body = load_object(body_raw, array_limits={"lots": 1}, default_array_limit=1)
+        assert json.dumps(body) == json.dumps(json.loads(body_raw)) and body.has_floats is floats  # NaN != NaN
