@@ -200,6 +200,10 @@ class Settings(BaseSettings):
     image_host_concurrency: int = env("IMAGE_HOST_CONCURRENCY", 32, "photo checks in flight per process to one "
                                       "destination (scheme, host, port), however its URLs are spelt; a host with more "
                                       "waits its turn while other hosts go on", ge=1, le=4096)
+    image_host_concurrency_total: int = env(
+        "IMAGE_HOST_CONCURRENCY_TOTAL", 0, "photo checks of batch jobs in flight to one destination from the whole "
+        "deployment (every process and instance on the database), shared out among the live worker processes; 0: "
+        "no cap beyond `IMAGE_HOST_CONCURRENCY` per process", ge=0, le=1_000_000)
     batch_validate_images: Flag = env("BATCH_VALIDATE_IMAGES", True, "check photos of batch lots before sending them")
     # outbound network
     allow_private_urls: Flag = env("ALLOW_PRIVATE_URLS", False, "let photos and webhooks reach private and loopback "

@@ -1,14 +1,11 @@
 """GET /health (database, background worker, OpenAI mode and models, version) and GET /metrics (Prometheus)."""
 from __future__ import annotations
 
-from datetime import timedelta
-
 from flask import Flask, Response, current_app, jsonify
-from sqlalchemy import func, select
 
 from app.config import VERSION
 from app.policies import Limit, Signature, policy
-from database.models import WorkerHeartbeat
+from services import workforce
 from services.clock import iso, utcnow
 from services.metrics import CONTENT_TYPE
 from services.models import registry
@@ -28,11 +25,9 @@ def worker_state(rt) -> dict:
 
 
 def live_workers(rt) -> int | None:
-    cutoff = utcnow() - timedelta(seconds=max(30.0, 3 * rt.settings.worker_poll_interval))
     try:
         with rt.db.session() as session:
-            return session.scalar(select(func.count()).select_from(WorkerHeartbeat)
-                                  .where(WorkerHeartbeat.last_beat_at >= cutoff))
+            return workforce.live_workers(session, utcnow(), rt.settings.worker_poll_interval)
     except Exception:
         return None
 

@@ -17,7 +17,9 @@ Three bounds hold for every check:
 * ``concurrency`` checks in flight per process;
 * ``host_concurrency`` checks in flight per destination (scheme, host, port),
   taken before a process-wide slot, so a host with thousands of URLs (however
-  they are spelt) queues behind its own cap and never fills the pool.
+  they are spelt) queues behind its own cap and never fills the pool; a batch
+  page may be held lower (``host_limit``: the process's share of a cap for the
+  whole deployment, workers/jobs.py).
 """
 
 from __future__ import annotations
@@ -112,9 +114,10 @@ class _HostGates:
         self._busy: dict[str, int] = {}
         self._waiters: list[asyncio.Future] = []
 
-    def try_take(self, key: str) -> bool:
+    def try_take(self, key: str, limit: int | None = None) -> bool:
+        """A gate of ``key`` if it has fewer than ``limit`` (at most ``size``) checks in flight."""
         busy = self._busy.get(key, 0)
-        if busy >= self.size:
+        if busy >= (self.size if limit is None else min(limit, self.size)):
             return False
         self._busy[key] = busy + 1
         return True
@@ -147,8 +150,9 @@ def _by_destination(urls: Iterable[str]) -> dict[str, deque[str]]:
 class _Queue:
     """One call's URLs, grouped by destination and handed out round robin to hosts below their cap."""
 
-    def __init__(self, by_host: dict[str, deque[str]], gates: _HostGates):
+    def __init__(self, by_host: dict[str, deque[str]], gates: _HostGates, host_limit: int | None = None):
         self.gates = gates
+        self.host_limit = host_limit
         self._by_host = by_host
         self._hosts = deque(self._by_host)
 
@@ -164,7 +168,7 @@ class _Queue:
         for _ in range(len(self._hosts)):
             host = self._hosts[0]
             self._hosts.rotate(-1)
-            if self.gates.try_take(host):
+            if self.gates.try_take(host, self.host_limit):
                 urls = self._by_host[host]
                 url = urls.popleft()
                 if not urls:
@@ -248,15 +252,18 @@ class ImageChecker:
         """Check ``urls`` concurrently; the call returns within about one ``budget``."""
         return _result(urls, self._run(lambda: self._check_distinct(_by_destination(urls), self.budget), self.budget))
 
-    def check_many_lots(self, lots_urls: Sequence[Sequence[str]]) -> list[ImageCheckResult]:
+    def check_many_lots(self, lots_urls: Sequence[Sequence[str]], host_limit: int | None = None
+                        ) -> list[ImageCheckResult]:
         """Check a batch's lots with one network check per distinct URL.
 
         Each check has its own deadline once it starts; the call ends when the last
         one has, after at most as many ``budget`` as the busiest host needs waves.
+        ``host_limit`` holds this call's checks in flight per destination below ``host_concurrency``
+        (this process's share of a deployment-wide cap).
         """
         by_host = _by_destination(url for lot in lots_urls for url in lot)
-        waves = self._waves(by_host)
-        checks = self._run(lambda: self._check_distinct(by_host, None), self.budget * waves)
+        waves = self._waves(by_host, host_limit)
+        checks = self._run(lambda: self._check_distinct(by_host, None, host_limit), self.budget * waves)
         return [_result(lot, checks) for lot in lots_urls]
 
     def close(self) -> None:
@@ -276,10 +283,11 @@ class ImageChecker:
         self.close()
 
     # ---- the event loop side ---------------------------------------------------------------
-    def _waves(self, by_host: dict[str, deque[str]]) -> int:
+    def _waves(self, by_host: dict[str, deque[str]], host_limit: int | None = None) -> int:
         total = sum(len(urls) for urls in by_host.values())
         busiest = max((len(urls) for urls in by_host.values()), default=0)
-        return max(1, math.ceil(total / self.concurrency), math.ceil(busiest / self.host_concurrency))
+        per_host = self.host_concurrency if host_limit is None else max(1, min(host_limit, self.host_concurrency))
+        return max(1, math.ceil(total / self.concurrency), math.ceil(busiest / per_host))
 
     def _run(self, make: Callable[[], Coroutine], bound: float) -> dict[str, ImageCheck]:
         """Run the checks on the loop; past ``bound`` (a loop too busy to keep its deadlines)
@@ -303,7 +311,8 @@ class ImageChecker:
         self._slots = asyncio.Semaphore(self.concurrency)
         self._hosts = _HostGates(self.host_concurrency)
 
-    async def _check_distinct(self, by_host: dict[str, deque[str]], budget: float | None) -> dict[str, ImageCheck]:
+    async def _check_distinct(self, by_host: dict[str, deque[str]], budget: float | None,
+                              host_limit: int | None = None) -> dict[str, ImageCheck]:
         """Check each distinct URL once; past the call's ``budget`` the rest count as timed out.
 
         At most ``concurrency`` workers per call take URLs host by host in turn, so neither a
@@ -311,7 +320,7 @@ class ImageChecker:
         """
         loop = asyncio.get_running_loop()
         call_deadline = None if budget is None else loop.time() + budget
-        queue = _Queue(by_host, self._hosts)
+        queue = _Queue(by_host, self._hosts, host_limit)
         results: dict[str, ImageCheck] = {}
 
         async def worker() -> None:

@@ -6,6 +6,7 @@ by hand so that each step can be seen: the owner of the job and a helper that ho
 from __future__ import annotations
 
 import uuid
+from datetime import timedelta
 
 from sqlalchemy import select
 
@@ -95,8 +96,8 @@ def test_a_helper_whose_page_was_taken_over_writes_nothing(make_app, image_serve
         owner.stage_queued(job_of(rt.db, job_id))
         real = rt.images.check_many_lots
 
-        def slow_then_taken(lots_urls):
-            checks = real(lots_urls)
+        def slow_then_taken(lots_urls, host_limit=None):
+            checks = real(lots_urls, host_limit=host_limit)
             # while the helper checked, its lease lapsed and the owner took the page and failed it
             with rt.db.transaction() as session:
                 for row in session.scalars(select(BatchLot).where(BatchLot.job_id == job_id)):
@@ -178,3 +179,46 @@ def test_an_idle_process_joins_a_photo_stage_at_once_whatever_its_poll_interval(
     finally:
         rt_a.close()
         rt_b.close()
+
+
+def test_a_host_gets_no_more_than_the_deployment_wide_cap_from_all_processes_together(
+        make_app, image_server, monkeypatch):
+    """IMAGE_HOST_CONCURRENCY_TOTAL=4 with two live workers: each process checks at most 2 photos of one host at a
+    time, so the host never has more than 4 in flight, although either process alone may hold 8 (before, each
+    process held its own cap of 8 and the host had up to 16)."""
+    import threading
+
+    from database.models import WorkerHeartbeat
+    from services.clock import utcnow
+    from tests.support.client import lot
+
+    monkeypatch.setattr(workers.jobs, "IMAGE_PAGE", 12)
+    settings = {"WORKER_ENABLED": False, "IMAGE_HOST_CONCURRENCY": 8, "IMAGE_HOST_CONCURRENCY_TOTAL": 4}
+    a, b = make_app(**settings), make_app(**settings)
+    rt_a, rt_b = a.extensions["genservice"], b.extensions["genservice"]
+    with rt_a.db.transaction() as session:  # the two processes' heartbeats, and one long dead
+        session.query(WorkerHeartbeat).delete()
+        for worker_id, seconds_ago in (("owner-a", 1), ("helper-b", 2), ("gone-c", 3600)):
+            session.add(WorkerHeartbeat(worker_id=worker_id, hostname="test", pid=1,
+                                        last_beat_at=utcnow() - timedelta(seconds=seconds_ago)))
+    prefix = uuid.uuid4().hex[:8]
+    job_id = submit(a, [lot(f"{prefix}-{i}", [image_server.url(f"/slow/0.3/{prefix}-{i}.jpg")]) for i in range(24)])
+    owner, helper = JobRunner(rt_a, "owner-a"), JobRunner(rt_b, "helper-b")
+    try:
+        assert owner.claim() == [job_id]
+        owner.hold(job_id)
+        owner.stage_queued(job_of(rt_a.db, job_id))
+        assert owner._host_share() == helper._host_share() == 2
+        checked: dict[str, int] = {}
+        runs = [threading.Thread(target=lambda: checked.__setitem__("owner", owner.check_photo_page(job_id, owner.lease))),
+                threading.Thread(target=lambda: checked.__setitem__("helper", helper.check_photo_page(job_id)))]
+        for thread in runs:
+            thread.start()
+        for thread in runs:
+            thread.join(30)
+        assert checked == {"owner": 12, "helper": 12}
+        assert 2 < image_server.max_active <= 4, image_server.max_active  # both at once, within the total
+        assert [item.status for item in lots_of(rt_a.db, job_id)] == ["ready"] * 24
+    finally:
+        owner.close()
+        helper.close()

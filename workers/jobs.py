@@ -5,6 +5,7 @@ while the job has work it can do now, and hands the job back with ``next_run_at`
 """
 from __future__ import annotations
 
+import functools
 import logging
 import threading
 import time
@@ -15,7 +16,7 @@ from sqlalchemy import func, select, update
 
 from database.models import BatchJob, BatchLot, OpenAIBatch
 from database.models.openai_batches import SHARD_OPEN
-from services import costs, lifecycle, webhooks
+from services import costs, lifecycle, webhooks, workforce
 from services.clock import utcnow
 from services.images import required_images
 from services.lifecycle import ACTIVE, JobStatus
@@ -225,7 +226,8 @@ class JobRunner:
             with self.db.session() as session:
                 leases.renew(session, BatchLot, ids, self.owner, seconds)
 
-        checks = self._while(self.rt.images.check_many_lots, ([lot.image_urls for lot in lots],), renew, seconds / 4)
+        checks = self._while(functools.partial(self.rt.images.check_many_lots, host_limit=self._host_share()),
+                             ([lot.image_urls for lot in lots],), renew, seconds / 4)
         rows = []
         for lot, check in zip(lots, checks):
             valid, missing = check.valid_urls, check.missing_urls
@@ -242,6 +244,18 @@ class JobRunner:
             session.execute(update(BatchLot).where(BatchLot.status == "pending", BatchLot.lease_owner == self.owner)
                             .execution_options(synchronize_session=None), rows)
         return len(lots)
+
+    def _host_share(self) -> int | None:
+        """This process's part of IMAGE_HOST_CONCURRENCY_TOTAL (None: no cap for the whole deployment).
+
+        Shared out among the live worker processes as their heartbeats show, so that however many processes
+        and instances check one job's photos, a host has no more than the total in flight from all of them."""
+        total = self.settings.image_host_concurrency_total
+        if not total:
+            return None
+        with self.db.session() as session:
+            live = workforce.live_workers(session, utcnow(), self.settings.worker_poll_interval)
+        return workforce.share(total, live)
 
     def help_with_photos(self) -> bool:
         """Check a page of photos of a job another process holds, if one is in its photo stage."""
