@@ -23,8 +23,9 @@ _ESCAPES = {code: f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}" for cod
 def escape_controls(text: str) -> str:
     """``text`` with every control character written as a visible escape (a newline becomes ``\\x0a``),
     so a value taken from a request (a path with ``%0a``, a header, an exception message) can never
-    start a line of its own or drive a terminal."""
-    return text.translate(_ESCAPES)
+    start a line of its own or drive a terminal. Every character escaped is one ``str.isprintable`` refuses, so
+    a printable text (nearly every line) is returned as it is without a look at each character."""
+    return text if text.isprintable() else text.translate(_ESCAPES)
 
 
 class EscapingFormatter(logging.Formatter):

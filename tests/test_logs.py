@@ -8,6 +8,8 @@ import logging
 from urllib.parse import urlsplit
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from app import logs
 
@@ -97,3 +99,10 @@ def test_an_encoded_newline_in_a_request_path_is_escaped_in_the_access_line(make
     text = json.loads(access[0])["message"] if fmt == "json" else access[0]
     assert "/api/v1/batch-status/x\\x0a2026-12-01 08:00:00,000 INFO forged\\x0d\\x1b[2J\\x9b" in text
     assert not any(line.startswith("2026-12-01 08:00:00") for line in _lines(log_stream))
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.text(alphabet=st.characters(codec="utf-8") | st.sampled_from(["\n", "\x1b", "\x7f", "\x9b", "\u2028",
+                                                                         "\u2029", "\t", "\u00ad", " "])))
+def test_escaping_is_the_same_with_or_without_the_printable_shortcut(text):
+    assert logs.escape_controls(text) == text.translate(logs._ESCAPES)
