@@ -181,8 +181,7 @@ def test_an_idle_process_joins_a_photo_stage_at_once_whatever_its_poll_interval(
         rt_b.close()
 
 
-def test_a_host_gets_no_more_than_the_deployment_wide_cap_from_all_processes_together(
-        make_app, image_server, monkeypatch):
+def test_a_host_gets_no_more_than_the_deployment_wide_cap_from_all_processes_together(make_app, monkeypatch):
     """IMAGE_HOST_CONCURRENCY_TOTAL=4 with two live workers: each process checks at most 2 photos of one host at a
     time, so the host never has more than 4 in flight, although either process alone may hold 8 (before, each
     process held its own cap of 8 and the host had up to 16)."""
@@ -191,6 +190,7 @@ def test_a_host_gets_no_more_than_the_deployment_wide_cap_from_all_processes_tog
     from database.models import WorkerHeartbeat
     from services.clock import utcnow
     from tests.support.client import lot
+    from tests.support.image_server import ImageServer
 
     monkeypatch.setattr(workers.jobs, "IMAGE_PAGE", 12)
     settings = {"WORKER_ENABLED": False, "IMAGE_HOST_CONCURRENCY": 8, "IMAGE_HOST_CONCURRENCY_TOTAL": 4}
@@ -202,6 +202,7 @@ def test_a_host_gets_no_more_than_the_deployment_wide_cap_from_all_processes_tog
             session.add(WorkerHeartbeat(worker_id=worker_id, hostname="test", pid=1,
                                         last_beat_at=utcnow() - timedelta(seconds=seconds_ago)))
     prefix = uuid.uuid4().hex[:8]
+    image_server = ImageServer().start()  # its own, so that the most it held at once is this test's alone
     job_id = submit(a, [lot(f"{prefix}-{i}", [image_server.url(f"/slow/0.3/{prefix}-{i}.jpg")]) for i in range(24)])
     owner, helper = JobRunner(rt_a, "owner-a"), JobRunner(rt_b, "helper-b")
     try:
@@ -222,3 +223,4 @@ def test_a_host_gets_no_more_than_the_deployment_wide_cap_from_all_processes_tog
     finally:
         owner.close()
         helper.close()
+        image_server.stop()

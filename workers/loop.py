@@ -45,6 +45,7 @@ class Worker:
         self.webhooks = WebhookDispatcher(runtime, self.owner, on_free_slot=self._hook_wake.set)
         self.watchdog = Watchdog(runtime, self.jobs)
         self._threads: list[threading.Thread] = []
+        self._listener: notify.Listener | None = None
         self.last_beat: float | None = None
         self._last_db_beat = 0.0
         self.started_at = utcnow()
@@ -57,7 +58,8 @@ class Worker:
             self._threads.append(thread)
         if notify.supported(self.rt.db.engine):
             # work announced by other processes (a new job, a photo stage to share) wakes the job loop at once
-            self._threads.append(notify.Listener(self.rt.db.engine, self._job_wake.set, self._stop).start())
+            self._listener = notify.Listener(self.rt.db.engine, self._job_wake.set, self._stop)
+            self._threads.append(self._listener.start())
         log.info("Background worker started (%s)", self.owner)
 
     def wake(self) -> None:
@@ -67,6 +69,8 @@ class Worker:
     def stop(self, timeout: float = 10.0) -> None:
         self._stop.set()
         self.wake()
+        if self._listener is not None:
+            self._listener.interrupt()
         for thread in self._threads:
             thread.join(timeout)
         self.jobs.close()
