@@ -6,7 +6,8 @@ same scratch PostgreSQL database, loaded the same way, in the same run.
 
 Starts on 127.0.0.1 (bench/harness.py): a scratch database, the OpenAI sandbox (its batches stay in
 progress for an hour), the loopback image server, the service and the floor app. The service runs as
-deployed: its background worker on (WORKER_POLL_INTERVAL=1) and rate limits on, with the polling
+deployed: its background worker on (with WORKER_POLL_INTERVAL=1 unless --worker-poll-interval says otherwise,
+so that it looks at the polled job every second) and rate limits on, with the polling
 limit raised out of the way (RATE_LIMIT_POLLING, default 100000000/minute) so every request pays
 for the limiter but none is refused (--rate-limits off leaves the limiter out altogether).
 
@@ -50,6 +51,9 @@ def parse_args(argv=None) -> argparse.Namespace:
                         help="RATE_LIMIT_POLLING of the service with --rate-limits on")
     parser.add_argument("--worker", choices=("on", "off"), default="on",
                         help="the service's background worker threads (default on, as deployed)")
+    parser.add_argument("--worker-poll-interval", default="1",
+                        help="WORKER_POLL_INTERVAL of the service (default 1: its worker looks at the polled job and "
+                             "for other work every second, harsher than the deployed default of 30)")
     parser.add_argument("--workers", type=int, default=None,
                         help="GUNICORN_WORKERS for both apps (default: gunicorn.conf.py's choice)")
     parser.add_argument("--db-name", default="genservice_bench_floor")
@@ -95,7 +99,8 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     if not shutil.which("wrk"):
         raise SystemExit("wrk is not installed (apt-get install wrk)")
-    extra = {"WORKER_ENABLED": "true" if args.worker == "on" else "false", "WORKER_POLL_INTERVAL": "1",
+    extra = {"WORKER_ENABLED": "true" if args.worker == "on" else "false",
+             "WORKER_POLL_INTERVAL": args.worker_poll_interval,
              "RATELIMIT_ENABLED": "true" if args.rate_limits == "on" else "false",
              "RATE_LIMIT_POLLING": args.polling_limit}
     load_before = harness.load_average()
@@ -158,7 +163,7 @@ def main(argv=None) -> int:
          "CPU per request floor / service", "load average (1 min)"), rows))
     note(f"{args.clients} wrk connections back to back, {args.duration:g} s per measurement after {args.warm_up:g} s "
          f"of warm-up; gunicorn workers: {args.workers or 'gunicorn.conf.py default'}; service rate limits "
-         f"{args.rate_limits}, background worker {args.worker}; 1-min load average {load_before} before, "
+         f"{args.rate_limits}, background worker {args.worker} (WORKER_POLL_INTERVAL={args.worker_poll_interval}); 1-min load average {load_before} before, "
          f"{harness.load_average()} after, on {os.cpu_count()} CPUs")
     return 0
 
