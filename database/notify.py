@@ -51,19 +51,25 @@ class Listener:
         self.on_notice = on_notice
         self.stop = stop
         self.wakeups = 0  # times the thread woke on its connection (notifications, or a look after IDLE_SECONDS)
-        self._wake_read, self._wake_write = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        self._wake_read = self._wake_write = -1
+        self._pipe_lock = threading.Lock()  # a closed pipe's numbers may be reused: never write to them then
 
     def start(self) -> threading.Thread:
+        """Start the thread; the pipe that wakes it is made here and closed when it ends."""
+        self._wake_read, self._wake_write = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         thread = threading.Thread(target=self._run, name="genservice-listen", daemon=True)
         thread.start()
         return thread
 
     def interrupt(self) -> None:
         """Wake the thread now (it ends if ``stop`` is set)."""
-        try:
-            os.write(self._wake_write, b"x")
-        except OSError:  # the pipe is full (it is awake already) or closed (it has ended)
-            pass
+        with self._pipe_lock:
+            if self._wake_write < 0:  # not started, or ended
+                return
+            try:
+                os.write(self._wake_write, b"x")
+            except BlockingIOError:  # the pipe is full: it is awake already
+                pass
 
     def _run(self) -> None:
         try:
@@ -75,8 +81,10 @@ class Listener:
                                 RECONNECT_SECONDS)
                 self.stop.wait(RECONNECT_SECONDS)
         finally:
-            os.close(self._wake_read)
-            os.close(self._wake_write)
+            with self._pipe_lock:
+                read, write, self._wake_read, self._wake_write = self._wake_read, self._wake_write, -1, -1
+            os.close(read)
+            os.close(write)
 
     def _listen(self) -> None:
         connection = self.engine.connect().execution_options(isolation_level="AUTOCOMMIT")
