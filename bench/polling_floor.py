@@ -163,7 +163,8 @@ def main(argv=None) -> int:
          "CPU per request floor / service", "load average (1 min)"), rows))
     note(f"{args.clients} wrk connections back to back, {args.duration:g} s per measurement after {args.warm_up:g} s "
          f"of warm-up; gunicorn workers: {args.workers or 'gunicorn.conf.py default'}; service rate limits "
-         f"{args.rate_limits}, background worker {args.worker} (WORKER_POLL_INTERVAL={args.worker_poll_interval}); 1-min load average {load_before} before, "
+         f"{args.rate_limits}, background worker {args.worker} (WORKER_POLL_INTERVAL={args.worker_poll_interval}); "
+         f"1-min load average {load_before} before, "
          f"{harness.load_average()} after, on {os.cpu_count()} CPUs")
     return 0
 

@@ -115,9 +115,9 @@ class _HostGates:
         self._waiters: list[asyncio.Future] = []
 
     def try_take(self, key: str, limit: int | None = None) -> bool:
-        """A gate of ``key`` if it has fewer than ``limit`` (at most ``size``) checks in flight."""
+        """A gate of ``key`` if it has fewer than ``limit`` (default ``size``) checks in flight."""
         busy = self._busy.get(key, 0)
-        if busy >= (self.size if limit is None else min(limit, self.size)):
+        if busy >= (self.size if limit is None else limit):
             return False
         self._busy[key] = busy + 1
         return True
@@ -259,11 +259,12 @@ class ImageChecker:
         Each check has its own deadline once it starts; the call ends when the last
         one has, after at most as many ``budget`` as the busiest host needs waves.
         ``host_limit`` holds this call's checks in flight per destination below ``host_concurrency``
-        (this process's share of a deployment-wide cap).
+        (this process's share of a deployment-wide cap), never below one.
         """
         by_host = _by_destination(url for lot in lots_urls for url in lot)
-        waves = self._waves(by_host, host_limit)
-        checks = self._run(lambda: self._check_distinct(by_host, None, host_limit), self.budget * waves)
+        per_host = self.host_concurrency if host_limit is None else max(1, min(host_limit, self.host_concurrency))
+        waves = self._waves(by_host, per_host)
+        checks = self._run(lambda: self._check_distinct(by_host, None, per_host), self.budget * waves)
         return [_result(lot, checks) for lot in lots_urls]
 
     def close(self) -> None:
@@ -283,10 +284,9 @@ class ImageChecker:
         self.close()
 
     # ---- the event loop side ---------------------------------------------------------------
-    def _waves(self, by_host: dict[str, deque[str]], host_limit: int | None = None) -> int:
+    def _waves(self, by_host: dict[str, deque[str]], per_host: int) -> int:
         total = sum(len(urls) for urls in by_host.values())
         busiest = max((len(urls) for urls in by_host.values()), default=0)
-        per_host = self.host_concurrency if host_limit is None else max(1, min(host_limit, self.host_concurrency))
         return max(1, math.ceil(total / self.concurrency), math.ceil(busiest / per_host))
 
     def _run(self, make: Callable[[], Coroutine], bound: float) -> dict[str, ImageCheck]:
